@@ -1,0 +1,3 @@
+"""attribuo: model interpretability for PyTorch with Captum's public API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The shared machinery every attribution method is built on."""

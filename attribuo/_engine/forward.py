@@ -1,0 +1,109 @@
+"""Running the forward function and taking gradients of the selected output."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import ArgumentTypeError, ArgumentValueError
+from .targets import Target, parse_target
+
+
+@lru_cache(maxsize=256)
+def _takes_no_arguments(func: Callable) -> bool:
+    try:
+        return len(inspect.signature(func).parameters) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _no_args(func: Callable) -> bool:
+    try:
+        return _takes_no_arguments(func)
+    except TypeError:  # unhashable callables
+        return len(inspect.signature(func).parameters) == 0
+
+
+def run_forward(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    target: Any = None,
+    additional_args: tuple[Any, ...] = (),
+) -> Tensor:
+    """Call ``forward_func(*inputs, *additional_args)`` and select ``target``."""
+    if _no_args(forward_func):
+        output = forward_func()
+    else:
+        output = forward_func(*inputs, *additional_args)
+    if isinstance(output, torch.futures.Future):
+        output = output.wait()
+    if not isinstance(target, Target):
+        target = parse_target(target)
+    return target.select(output)
+
+
+def scalar_per_example(selected: Tensor, batch: int) -> Tensor:
+    """Check the selected output holds one value per example (or one in all)."""
+    if not isinstance(selected, Tensor):
+        raise ArgumentTypeError(
+            f"the forward function must return a tensor, got {type(selected).__name__}"
+        )
+    if selected.dim() == 0:
+        return selected
+    if selected.shape[0] == batch and selected[0].numel() == 1:
+        return selected.reshape(batch)
+    if selected.numel() == 1:
+        return selected.reshape(())
+    raise ArgumentValueError(
+        f"`target` must select one value per example, but the selected output has shape "
+        f"{tuple(selected.shape)}; give `target` an index for every output dim after the "
+        "batch dim (an int for 2-D outputs, a tuple for larger ones)"
+    )
+
+
+def output_gradients(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    target: Any = None,
+    additional_args: tuple[Any, ...] = (),
+) -> tuple[Tensor, ...]:
+    """Gradients of the targeted output, summed over examples, w.r.t. ``inputs``.
+
+    ``inputs`` must already require grad. Inputs the output does not depend
+    on get zero gradients.
+    """
+    with torch.enable_grad():
+        selected = run_forward(forward_func, inputs, target, additional_args)
+        values = scalar_per_example(selected, inputs[0].shape[0] if inputs else 1)
+        grads = torch.autograd.grad(
+            values.sum(), inputs, allow_unused=True, materialize_grads=True
+        )
+    return grads
+
+
+def input_gradients(
+    forward_func: Callable,
+    inputs: Any,
+    target: Any = None,
+    additional_forward_args: Any = None,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Validate user arguments and return ``(inputs, gradients)`` as tuples.
+
+    The entry point of the plain-gradient methods: inputs become fresh
+    leaves (the user's tensors are untouched), every documented ``target``
+    form is accepted.
+    """
+    from .inputs import as_tuple, batch_size, format_additional_args, grad_ready, require_floating
+
+    xs = as_tuple(inputs)
+    require_floating(xs)
+    n = batch_size(xs)
+    tgt = parse_target(target, n)
+    args = format_additional_args(additional_forward_args)
+    leaves = grad_ready(xs)
+    return xs, output_gradients(forward_func, leaves, tgt, args)

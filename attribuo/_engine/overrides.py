@@ -1,0 +1,94 @@
+"""Substituting non-linearities during a forward pass.
+
+Modified-backward methods (guided backprop, deconvolution, DeepLift, LRP)
+need their own rule at every non-linearity. Module hooks see only
+``nn.ReLU`` modules; a :class:`torch.overrides.TorchFunctionMode` sees every
+call, whether it comes from a module (``nn.ReLU`` calls ``F.relu``), a reused
+module, or a functional call such as ``torch.relu`` or ``x.relu()``.
+
+:func:`overriding` wraps a forward function so that, while it runs, each
+function in ``rules`` is replaced by its rule. A rule receives the original
+function, its positional and keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+Rule = Callable[[Callable, tuple, dict], Any]
+
+RELU_FUNCTIONS: tuple[Callable, ...] = (F.relu, torch.relu, torch.Tensor.relu)
+RELU_INPLACE_FUNCTIONS: tuple[Callable, ...] = (F.relu_, torch.relu_, torch.Tensor.relu_)
+
+
+class _RuleMode(TorchFunctionMode):
+    def __init__(self, rules: Mapping[Callable, Rule]):
+        super().__init__()
+        self.rules = rules
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = self.rules.get(func)
+        if rule is None:
+            return func(*args, **kwargs)
+        return rule(func, args, kwargs)
+
+
+def overriding(forward_func: Callable, rules: Mapping[Callable, Rule]) -> Callable:
+    """``forward_func`` with each function in ``rules`` replaced while it runs."""
+
+    @wraps(forward_func)
+    def wrapped(*args, **kwargs):
+        with _RuleMode(rules):
+            return forward_func(*args, **kwargs)
+
+    return wrapped
+
+
+def relu_rules(backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict:
+    """Rules for every ReLU spelling whose gradient is ``backward(grad_out, out)``.
+
+    The forward is ordinary ReLU; in-place spellings stay in place.
+    """
+
+    class _ReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            out = x.clamp(min=0)
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            (out,) = ctx.saved_tensors
+            return backward(grad_out, out)
+
+    class _ReLUInplace(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.mark_dirty(x)
+            x.clamp_(min=0)
+            ctx.save_for_backward(x)
+            return x
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            (out,) = ctx.saved_tensors
+            return backward(grad_out, out)
+
+    def out_of_place(func, args, kwargs):
+        inplace = kwargs.get("inplace", args[1] if len(args) > 1 else False)
+        return (_ReLUInplace if inplace else _ReLU).apply(args[0])
+
+    def in_place(func, args, kwargs):
+        return _ReLUInplace.apply(args[0])
+
+    rules: dict[Callable, Rule] = {f: out_of_place for f in RELU_FUNCTIONS}
+    rules.update({f: in_place for f in RELU_INPLACE_FUNCTIONS})
+    return rules

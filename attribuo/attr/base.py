@@ -1,0 +1,181 @@
+"""Base classes of every attribution method (Captum's public hierarchy)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._engine.baselines import full_baselines
+from .._engine.errors import ArgumentValueError
+from .._engine.forward import run_forward
+from .._engine.inputs import as_tuple, batch_size, format_additional_args
+from .._engine.targets import parse_target
+
+
+class Attribution:
+    """Root of all attribution methods.
+
+    Subclasses define ``attribute(inputs, ...)``; results have the form of
+    ``inputs`` (a tensor for a tensor, a tuple for a tuple).
+
+    Example:
+        >>> from attribuo.attr import Saliency
+        >>> Saliency.get_name()
+        'Saliency'
+    """
+
+    attribute: Callable
+    compute_convergence_delta: Callable
+
+    def __init__(self, forward_func: Callable) -> None:
+        if not callable(forward_func):
+            raise TypeError(
+                f"`forward_func` must be a callable or an nn.Module, got {type(forward_func).__name__}"
+            )
+        self.forward_func = forward_func
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """Run ``attribute`` and return its result as a completed ``torch.futures.Future``.
+
+        Errors are delivered through the future (``future.wait()`` raises them).
+        """
+        future: torch.futures.Future = torch.futures.Future()
+        try:
+            future.set_result(self.attribute(*args, **kwargs))
+        except Exception as error:  # delivered to whoever waits on the future
+            future.set_exception(error)
+        return future
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        """Whether attributions are multiplied by (inputs - baselines)."""
+        return False
+
+    def has_convergence_delta(self) -> bool:
+        """Whether this method can return a convergence delta."""
+        return False
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The class name with spaces before capitals: ``'Integrated Gradients'``."""
+        name = cls.__name__
+        return "".join(
+            " " + ch if i > 0 and ch.isupper() else ch for i, ch in enumerate(name)
+        )
+
+
+class GradientAttribution(Attribution):
+    """Base of the gradient-based methods; provides the completeness delta.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import IntegratedGradients
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x = torch.rand(4, 3)
+        >>> attr = IntegratedGradients(model).attribute(x, target=0)
+        >>> delta = IntegratedGradients(model).compute_convergence_delta(attr, 0.0, x, target=0)
+    """
+
+    def compute_convergence_delta(
+        self,
+        attributions: Tensor | tuple[Tensor, ...],
+        start_point: Any,
+        end_point: Tensor | tuple[Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """Per example: sum of attributions minus ``F(end_point) - F(start_point)``.
+
+        ``start_point`` takes every form ``baselines`` does (None, a number,
+        a tensor per input, or one example's shape).
+        """
+        end = as_tuple(end_point, "end_point")
+        start = full_baselines(end, start_point, "start_point")
+        attrs = as_tuple(attributions, "attributions")
+        if len(attrs) != len(end):
+            raise ArgumentValueError(
+                f"`attributions` has {len(attrs)} tensors but `end_point` has {len(end)}"
+            )
+        n = batch_size(end, "end_point")
+        for i, a in enumerate(attrs):
+            if a.shape[0] != n:
+                raise ArgumentValueError(
+                    f"`attributions[{i}]` has {a.shape[0]} examples but `end_point` has {n}"
+                )
+        args = format_additional_args(additional_forward_args)
+        tgt = parse_target(target, n)
+        with torch.no_grad():
+            start_out = _rows(run_forward(self.forward_func, start, tgt, args), n)
+            end_out = _rows(run_forward(self.forward_func, end, tgt, args), n)
+            attr_sum = sum(a.reshape(n, -1).sum(1) for a in attrs)
+        return attr_sum - (end_out - start_out)
+
+
+def _rows(output: Tensor, n: int) -> Tensor:
+    if output.dim() == 0:
+        return output.reshape(1).expand(n)
+    return output.reshape(output.shape[0], -1).sum(1)
+
+
+class PerturbationAttribution(Attribution):
+    """Base of the perturbation-based methods (ablation, occlusion, Shapley, LIME)."""
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+
+class InternalAttribution(Attribution):
+    """Shared base of layer and neuron attribution: a model plus a layer."""
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layer: torch.nn.Module | list[torch.nn.Module],
+        device_ids: list[int] | None = None,
+    ) -> None:
+        super().__init__(forward_func)
+        self.layer = layer
+        self.device_ids = device_ids
+
+
+class LayerAttribution(InternalAttribution):
+    """Attribution to the neurons of a layer; results have the layer's shape.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerAttribution
+        >>> LayerAttribution.interpolate(torch.ones(1, 2, 4, 4), (8, 8)).shape
+        torch.Size([1, 2, 8, 8])
+    """
+
+    @staticmethod
+    def interpolate(
+        layer_attribution: Tensor,
+        interpolate_dims: int | tuple[int, ...],
+        interpolate_mode: str = "nearest",
+    ) -> Tensor:
+        """Resize a 3-D, 4-D or 5-D layer attribution to ``interpolate_dims``.
+
+        Dims 0 (examples) and 1 (channels) are kept; the rest are resized with
+        ``torch.nn.functional.interpolate`` in ``interpolate_mode``.
+        """
+        if not isinstance(layer_attribution, Tensor) or layer_attribution.dim() not in (3, 4, 5):
+            raise ArgumentValueError(
+                "`layer_attribution` must be a 3-D, 4-D or 5-D tensor [examples, channels, ...]"
+            )
+        spatial = layer_attribution.dim() - 2
+        if isinstance(interpolate_dims, tuple) and len(interpolate_dims) != spatial:
+            raise ArgumentValueError(
+                f"`interpolate_dims` must have {spatial} entries for a "
+                f"{layer_attribution.dim()}-D attribution, got {interpolate_dims}"
+            )
+        return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+class NeuronAttribution(InternalAttribution):
+    """Attribution of one neuron of a layer (``neuron_selector``) to the inputs."""

@@ -1,0 +1,68 @@
+"""Plain-gradient methods: Saliency and InputXGradient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .._engine.forward import input_gradients
+from .._engine.inputs import is_tuple, restore_form
+from .base import GradientAttribution
+
+TensorOrTuple = Tensor | tuple[Tensor, ...]
+
+
+class Saliency(GradientAttribution):
+    """Gradient of the target output with respect to each input (Simonyan et al., 2013).
+
+    With ``abs=True`` (the default) the absolute value is returned.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import Saliency
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x = torch.rand(4, 3)
+        >>> Saliency(model).attribute(x, target=1).shape
+        torch.Size([4, 3])
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        abs: bool = True,
+        additional_forward_args: Any = None,
+    ) -> TensorOrTuple:
+        """Gradients (absolute by default) of ``target`` w.r.t. ``inputs``, same form as ``inputs``."""
+        _, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
+        if abs:
+            grads = tuple(g.abs() for g in grads)
+        return restore_form(is_tuple(inputs), grads)
+
+
+class InputXGradient(GradientAttribution):
+    """Input times the gradient of the target output (Shrikumar et al., 2016).
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import InputXGradient
+        >>> model = torch.nn.Linear(3, 1)
+        >>> x = torch.rand(4, 3)
+        >>> torch.allclose(InputXGradient(model).attribute(x, target=0), x * model.weight)
+        True
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> TensorOrTuple:
+        """``inputs * d target / d inputs``, same form as ``inputs``."""
+        xs, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
+        return restore_form(is_tuple(inputs), tuple(x * g for x, g in zip(xs, grads)))
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
