@@ -1,0 +1,209 @@
+"""Layer sites: read, differentiate or replace the input or output of a module.
+
+Layer and neuron methods bind a primary algorithm to a *site*: a module's
+output (or, with ``attribute_to_layer_input``, its input). This file holds
+the forward hooks for that:
+
+- :func:`capture` records the values at a site during a forward, optionally
+  kept in the autograd graph so gradients with respect to them can be taken;
+- :func:`replacing` substitutes given values for the site during a forward;
+- :func:`site_function` turns "the model with this site replaced" into a
+  function of the site's values, so any primary method (integrated
+  gradients, DeepLift, ablation, ...) can be applied to a layer unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ArgumentTypeError, ArgumentValueError
+from .forward import run_forward
+from .hooks import removing
+from .inputs import expand_additional_args, expand_batch
+
+
+@dataclass
+class Captured:
+    """Values seen at one site; ``was_tuple`` tells whether the module gave a tuple."""
+
+    values: tuple[Tensor, ...] = ()
+    was_tuple: bool = False
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _as_values(value: Any, layer: nn.Module, where: str) -> tuple[tuple[Tensor, ...], bool]:
+    if isinstance(value, Tensor):
+        return (value,), False
+    if isinstance(value, (tuple, list)) and all(isinstance(v, Tensor) for v in value):
+        return tuple(value), True
+    raise ArgumentTypeError(
+        f"the {where} of layer {type(layer).__name__} is {type(value).__name__}; layer "
+        "attribution needs a tensor or a tuple of tensors there"
+    )
+
+
+def _check_module(layer: Any) -> nn.Module:
+    if not isinstance(layer, nn.Module):
+        raise ArgumentTypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}")
+    return layer
+
+
+def _single_call(record: Captured, layer: nn.Module) -> None:
+    record.calls += 1
+    if record.calls > 1:
+        raise ArgumentValueError(
+            f"`layer` {type(layer).__name__} runs more than once in one forward pass; "
+            "attribution to a reused module is ambiguous, so it is not supported. "
+            "Give each use its own module instance."
+        )
+
+
+@contextmanager
+def capture(
+    layers: Sequence[nn.Module], use_input: bool = False, keep_graph: bool = False
+) -> Iterator[list[Captured]]:
+    """Record the output (or input) of each of ``layers`` during the block's forwards.
+
+    With ``keep_graph`` the recorded tensors stay in the autograd graph (the
+    model continues on a copy, so later in-place operations cannot corrupt
+    the gradient with respect to them).
+    """
+    records = [Captured() for _ in layers]
+    with removing([]) as handles:
+        for layer, record in zip(layers, records):
+            _check_module(layer)
+            if use_input:
+                def pre_hook(module, args, record=record):
+                    _single_call(record, module)
+                    record.values, record.was_tuple = _as_values(args, module, "input")
+                    record.was_tuple = len(args) > 1
+                    if keep_graph:
+                        return tuple(a.clone() for a in args)
+                    return None
+
+                handles.append(layer.register_forward_pre_hook(pre_hook))
+            else:
+                def hook(module, args, output, record=record):
+                    _single_call(record, module)
+                    record.values, record.was_tuple = _as_values(output, module, "output")
+                    if keep_graph:
+                        copies = tuple(v.clone() for v in record.values)
+                        return copies if record.was_tuple else copies[0]
+                    return None
+
+                handles.append(layer.register_forward_hook(hook))
+        yield records
+
+
+@contextmanager
+def replacing(layer: nn.Module, values: tuple[Tensor, ...], use_input: bool = False) -> Iterator[Captured]:
+    """Substitute ``values`` for the output (or input) of ``layer`` during the block."""
+    record = Captured()
+    _check_module(layer)
+    with removing([]) as handles:
+        if use_input:
+            def pre_hook(module, args):
+                _single_call(record, module)
+                record.was_tuple = len(args) > 1
+                _check_shapes(args, values, module)
+                return tuple(values)
+
+            handles.append(layer.register_forward_pre_hook(pre_hook))
+        else:
+            def hook(module, args, output):
+                _single_call(record, module)
+                current, record.was_tuple = _as_values(output, module, "output")
+                _check_shapes(current, values, module)
+                return tuple(values) if record.was_tuple else values[0]
+
+            handles.append(layer.register_forward_hook(hook))
+        yield record
+
+
+def _check_shapes(current: Sequence[Tensor], values: Sequence[Tensor], module: nn.Module) -> None:
+    if len(current) != len(values) or any(c.shape != v.shape for c, v in zip(current, values)):
+        raise ArgumentValueError(
+            f"replacement values for layer {type(module).__name__} have shapes "
+            f"{[tuple(v.shape) for v in values]}, expected {[tuple(c.shape) for c in current]}"
+        )
+
+
+def layer_values(
+    forward_func: Callable,
+    layer: nn.Module,
+    inputs: tuple[Tensor, ...],
+    additional_args: tuple[Any, ...] = (),
+    use_input: bool = False,
+    target: Any = None,
+    keep_graph: bool = False,
+) -> tuple[Captured, Tensor]:
+    """Run one forward; return what ``layer`` saw or produced, and the selected output."""
+    with capture([layer], use_input, keep_graph) as (record,):
+        output = run_forward(forward_func, inputs, target, additional_args)
+    if record.calls == 0:
+        raise ArgumentValueError(
+            f"`layer` {type(layer).__name__} was not called during the forward pass"
+        )
+    return record, output
+
+
+def layer_gradients(
+    forward_func: Callable,
+    layer: nn.Module,
+    inputs: tuple[Tensor, ...],
+    target: Any = None,
+    additional_args: tuple[Any, ...] = (),
+    use_input: bool = False,
+) -> tuple[tuple[Tensor, ...], Captured]:
+    """Gradients of the targeted output (summed over examples) w.r.t. the site's values."""
+    from .forward import scalar_per_example
+
+    with torch.enable_grad():
+        record, output = layer_values(
+            forward_func, layer, inputs, additional_args, use_input, target, keep_graph=True
+        )
+        values = scalar_per_example(output, inputs[0].shape[0] if inputs else 1)
+        grads = torch.autograd.grad(
+            values.sum(), record.values, allow_unused=True, materialize_grads=True
+        )
+    record.values = tuple(v.detach() for v in record.values)
+    return grads, record
+
+
+def site_function(
+    forward_func: Callable,
+    layer: nn.Module,
+    inputs: tuple[Tensor, ...],
+    additional_args: tuple[Any, ...] = (),
+    use_input: bool = False,
+) -> Callable[..., Tensor]:
+    """The model as a function of the site's values: ``g(*values) -> model output``.
+
+    ``g`` runs ``forward_func`` on ``inputs`` (tiled, with tensor
+    ``additional_args``, to the batch size of ``values``, whole-batch copies
+    in order) while the layer's output (or input) is replaced by ``values``.
+    Pass ``g`` as the forward function of a primary method to attribute to
+    the layer.
+    """
+    n = inputs[0].shape[0]
+
+    def g(*values: Tensor) -> Tensor:
+        times = values[0].shape[0] // n if n else 1
+        if times * n != values[0].shape[0]:
+            raise ArgumentValueError(
+                f"layer values have batch {values[0].shape[0]}, not a multiple of the "
+                f"inputs' batch {n}"
+            )
+        tiled = tuple(expand_batch(t, times) for t in inputs) if times > 1 else inputs
+        args = expand_additional_args(additional_args, n, times)
+        with replacing(layer, values, use_input):
+            return forward_func(*tiled, *args)
+
+    return g
