@@ -1,0 +1,1 @@
+"""Utilities mirroring ``captum._utils`` (interpretable models for Lime/KernelShap)."""
