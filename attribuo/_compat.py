@@ -1,0 +1,96 @@
+"""Captum's internal module paths, resolved to attribuo's public packages.
+
+Code written for Captum often imports from internal paths such as
+``captum.attr._core.layer.layer_integrated_gradients``. After swapping
+``captum`` for ``attribuo`` those imports keep working: every module under
+the prefixes below is created on demand and looks its names up in the
+matching public package (``attribuo.attr`` and friends).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+
+# (prefix of the Captum-style path, public package the names come from); longest first
+_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("attribuo.attr._utils.visualization", "attribuo.attr.visualization"),
+    ("attribuo.attr._utils.lrp_rules", "attribuo.attr.lrp_rules"),
+    ("attribuo.attr._utils", "attribuo.attr"),
+    ("attribuo.attr._core", "attribuo.attr"),
+    ("attribuo.metrics._core", "attribuo.metrics"),
+    ("attribuo.robust._core", "attribuo.robust"),
+    ("attribuo.concept._core", "attribuo.concept"),
+)
+
+
+# Captum's internal modules under those prefixes (so a misspelt name is an ImportError).
+_KNOWN = frozenset(
+    """
+    attr._core attr._core.deep_lift attr._core.feature_ablation attr._core.feature_permutation
+    attr._core.gradient_shap attr._core.guided_backprop_deconvnet attr._core.guided_grad_cam
+    attr._core.input_x_gradient attr._core.integrated_gradients attr._core.kernel_shap
+    attr._core.layer attr._core.layer.grad_cam attr._core.layer.internal_influence
+    attr._core.layer.layer_activation attr._core.layer.layer_conductance
+    attr._core.layer.layer_deep_lift attr._core.layer.layer_feature_ablation
+    attr._core.layer.layer_feature_permutation attr._core.layer.layer_gradient_shap
+    attr._core.layer.layer_gradient_x_activation attr._core.layer.layer_integrated_gradients
+    attr._core.layer.layer_lrp attr._core.lime attr._core.lrp attr._core.neuron
+    attr._core.neuron.neuron_conductance attr._core.neuron.neuron_deep_lift
+    attr._core.neuron.neuron_feature_ablation attr._core.neuron.neuron_gradient
+    attr._core.neuron.neuron_gradient_shap attr._core.neuron.neuron_guided_backprop_deconvnet
+    attr._core.neuron.neuron_integrated_gradients attr._core.noise_tunnel attr._core.occlusion
+    attr._core.saliency attr._core.shapley_value attr._utils attr._utils.attribution
+    attr._utils.lrp_rules attr._utils.visualization
+    metrics._core metrics._core.infidelity metrics._core.sensitivity
+    robust._core robust._core.fgsm robust._core.pgd robust._core.perturbation
+    robust._core.metrics robust._core.metrics.attack_comparator
+    robust._core.metrics.min_param_perturbation
+    concept._core concept._core.cav concept._core.concept concept._core.tcav
+    """.split()
+)
+
+
+def _public_package(fullname: str) -> str | None:
+    if fullname.removeprefix("attribuo.") not in _KNOWN:
+        return None
+    for prefix, target in _PREFIXES:
+        if fullname == prefix or fullname.startswith(prefix + "."):
+            return target
+    return None
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, target: str):
+        self.target = target
+
+    def create_module(self, spec):
+        return None  # the default module object
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        target = self.target
+
+        def __getattr__(name: str):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return getattr(importlib.import_module(target), name)
+
+        module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+        module.__path__ = []  # so deeper Captum-style paths import too
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        public = _public_package(fullname)
+        if public is None:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, _AliasLoader(public), is_package=True)
+
+
+def install() -> None:
+    """Register the finder once (idempotent)."""
+    if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+        sys.meta_path.append(_AliasFinder())
