@@ -8,7 +8,7 @@ steps evaluated many per forward and chunked under the memory budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,28 @@ def path_points(
     return tuple(points)
 
 
+def path_chunks(
+    starts: tuple[Tensor, ...],
+    ends: tuple[Tensor, ...],
+    alphas: list[float],
+    internal_batch_size: int | None = None,
+) -> Iterator[tuple[int, int, tuple[Tensor, ...]]]:
+    """``(lo, hi, points)`` for the steps ``alphas[lo:hi]``, chunked as the path methods chunk.
+
+    ``internal_batch_size // batch`` steps a chunk (at least one) when given,
+    else as many as fit the memory budget.
+    """
+    n = ends[0].shape[0]
+    n_steps = len(alphas)
+    if internal_batch_size is not None:
+        items_per_chunk(n_steps, 1, internal_batch_size)  # validates the value
+        per_chunk = max(1, internal_batch_size // max(n, 1))
+    else:
+        per_chunk = items_per_chunk(n_steps, bytes_per_copy(ends))
+    for lo, hi in chunk_ranges(n_steps, per_chunk):
+        yield lo, hi, path_points(starts, ends, alphas[lo:hi])
+
+
 def integrate_path_gradients(
     forward_func: Callable,
     starts: tuple[Tensor, ...],
@@ -86,16 +108,10 @@ def integrate_path_gradients(
     step order, so the result does not depend on the chunking.
     """
     n = ends[0].shape[0]
-    n_steps = len(alphas)
-    if internal_batch_size is not None:
-        items_per_chunk(n_steps, 1, internal_batch_size)  # validates the value
-        per_chunk = max(1, internal_batch_size // max(n, 1))
-    else:
-        per_chunk = items_per_chunk(n_steps, bytes_per_copy(ends))
     totals = [torch.zeros_like(e) for e in ends]
-    for lo, hi in chunk_ranges(n_steps, per_chunk):
+    for lo, hi, chunk in path_chunks(starts, ends, alphas, internal_batch_size):
         k = hi - lo
-        points = tuple(p.detach().requires_grad_() for p in path_points(starts, ends, alphas[lo:hi]))
+        points = tuple(p.detach().requires_grad_() for p in chunk)
         grads = output_gradients(
             forward_func,
             points,
@@ -109,4 +125,4 @@ def integrate_path_gradients(
     return tuple(totals)
 
 
-__all__ = ["PATH_METHODS", "path_weights", "path_points", "integrate_path_gradients", "expand_batch"]
+__all__ = ["PATH_METHODS", "path_weights", "path_points", "path_chunks", "integrate_path_gradients", "expand_batch"]

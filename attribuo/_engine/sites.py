@@ -38,6 +38,11 @@ class Captured:
     extra: dict = field(default_factory=dict)
 
 
+class StopForward(BaseException):
+    """Raised by a capturing hook to end a forward early (not an ``Exception``,
+    so a model's own ``except Exception`` cannot swallow it)."""
+
+
 def _as_values(value: Any, layer: nn.Module, where: str) -> tuple[tuple[Tensor, ...], bool]:
     if isinstance(value, Tensor):
         return (value,), False
@@ -46,6 +51,17 @@ def _as_values(value: Any, layer: nn.Module, where: str) -> tuple[tuple[Tensor, 
     raise ArgumentTypeError(
         f"the {where} of layer {type(layer).__name__} is {type(value).__name__}; layer "
         "attribution needs a tensor or a tuple of tensors there"
+    )
+
+
+def _differentiable(values: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    # A site outside the graph (e.g. the first, parameter-free layer on inputs
+    # that do not require grad) becomes a leaf, so gradients w.r.t. it exist.
+    if not torch.is_grad_enabled():
+        return values
+    return tuple(
+        v.detach().requires_grad_() if v.is_floating_point() and not v.requires_grad else v
+        for v in values
     )
 
 
@@ -67,15 +83,26 @@ def _single_call(record: Captured, layer: nn.Module) -> None:
 
 @contextmanager
 def capture(
-    layers: Sequence[nn.Module], use_input: bool = False, keep_graph: bool = False
+    layers: Sequence[nn.Module],
+    use_input: bool = False,
+    keep_graph: bool = False,
+    stop: bool = False,
 ) -> Iterator[list[Captured]]:
     """Record the output (or input) of each of ``layers`` during the block's forwards.
 
     With ``keep_graph`` the recorded tensors stay in the autograd graph (the
     model continues on a copy, so later in-place operations cannot corrupt
-    the gradient with respect to them).
+    the gradient with respect to them); without it a copy is recorded, for
+    the same reason. With ``stop`` the forward is cut short (by
+    :class:`StopForward`, which :func:`site_values` catches) once every
+    layer has been seen, for objectives that need nothing after the layers.
     """
     records = [Captured() for _ in layers]
+
+    def maybe_stop() -> None:
+        if stop and all(r.calls for r in records):
+            raise StopForward
+
     with removing([]) as handles:
         for layer, record in zip(layers, records):
             _check_module(layer)
@@ -85,8 +112,12 @@ def capture(
                     record.values, record.was_tuple = _as_values(args, module, "input")
                     record.was_tuple = len(args) > 1
                     if keep_graph:
-                        return tuple(a.clone() for a in args)
-                    return None
+                        record.values = _differentiable(record.values)
+                    copies = tuple(a.clone() for a in record.values)
+                    if not keep_graph:
+                        record.values, copies = copies, None
+                    maybe_stop()
+                    return copies
 
                 handles.append(layer.register_forward_pre_hook(pre_hook))
             else:
@@ -94,7 +125,12 @@ def capture(
                     _single_call(record, module)
                     record.values, record.was_tuple = _as_values(output, module, "output")
                     if keep_graph:
-                        copies = tuple(v.clone() for v in record.values)
+                        record.values = _differentiable(record.values)
+                    copies = tuple(v.clone() for v in record.values)
+                    if not keep_graph:
+                        record.values = copies
+                    maybe_stop()
+                    if keep_graph:
                         return copies if record.was_tuple else copies[0]
                     return None
 
@@ -105,26 +141,42 @@ def capture(
 @contextmanager
 def replacing(layer: nn.Module, values: tuple[Tensor, ...], use_input: bool = False) -> Iterator[Captured]:
     """Substitute ``values`` for the output (or input) of ``layer`` during the block."""
-    record = Captured()
-    _check_module(layer)
-    with removing([]) as handles:
-        if use_input:
-            def pre_hook(module, args):
-                _single_call(record, module)
-                record.was_tuple = len(args) > 1
-                _check_shapes(args, values, module)
-                return tuple(values)
-
-            handles.append(layer.register_forward_pre_hook(pre_hook))
-        else:
-            def hook(module, args, output):
-                _single_call(record, module)
-                current, record.was_tuple = _as_values(output, module, "output")
-                _check_shapes(current, values, module)
-                return tuple(values) if record.was_tuple else values[0]
-
-            handles.append(layer.register_forward_hook(hook))
+    with replacing_all([layer], [values], use_input) as (record,):
         yield record
+
+
+@contextmanager
+def replacing_all(
+    layers: Sequence[nn.Module], values: Sequence[tuple[Tensor, ...]], use_input: bool = False
+) -> Iterator[list[Captured]]:
+    """Substitute ``values[i]`` for the output (or input) of ``layers[i]`` during the block.
+
+    The model continues on copies, so in-place operations after a layer
+    (``nn.ReLU(inplace=True)``) neither fail on leaf tensors nor change the
+    caller's values.
+    """
+    records = [Captured() for _ in layers]
+    with removing([]) as handles:
+        for layer, vals, record in zip(layers, values, records):
+            _check_module(layer)
+            if use_input:
+                def pre_hook(module, args, vals=vals, record=record):
+                    _single_call(record, module)
+                    record.was_tuple = len(args) > 1
+                    _check_shapes(args, vals, module)
+                    return tuple(v.clone() for v in vals)
+
+                handles.append(layer.register_forward_pre_hook(pre_hook))
+            else:
+                def hook(module, args, output, vals=vals, record=record):
+                    _single_call(record, module)
+                    current, record.was_tuple = _as_values(output, module, "output")
+                    _check_shapes(current, vals, module)
+                    copies = tuple(v.clone() for v in vals)
+                    return copies if record.was_tuple else copies[0]
+
+                handles.append(layer.register_forward_hook(hook))
+        yield records
 
 
 def _check_shapes(current: Sequence[Tensor], values: Sequence[Tensor], module: nn.Module) -> None:
@@ -133,6 +185,33 @@ def _check_shapes(current: Sequence[Tensor], values: Sequence[Tensor], module: n
             f"replacement values for layer {type(module).__name__} have shapes "
             f"{[tuple(v.shape) for v in values]}, expected {[tuple(c.shape) for c in current]}"
         )
+
+
+def _require_called(records: Sequence[Captured], layers: Sequence[nn.Module]) -> None:
+    for record, layer in zip(records, layers):
+        if record.calls == 0:
+            raise ArgumentValueError(
+                f"`layer` {type(layer).__name__} was not called during the forward pass"
+            )
+
+
+def site_values(
+    forward_func: Callable,
+    layers: Sequence[nn.Module],
+    inputs: tuple[Tensor, ...],
+    additional_args: tuple[Any, ...] = (),
+    use_input: bool = False,
+    keep_graph: bool = False,
+    stop: bool = False,
+) -> list[Captured]:
+    """Run one forward (cut short after the layers with ``stop``); what each layer saw or gave."""
+    with capture(layers, use_input, keep_graph, stop) as records:
+        try:
+            run_forward(forward_func, inputs, None, additional_args)
+        except StopForward:
+            pass
+    _require_called(records, layers)
+    return records
 
 
 def layer_values(
@@ -147,11 +226,40 @@ def layer_values(
     """Run one forward; return what ``layer`` saw or produced, and the selected output."""
     with capture([layer], use_input, keep_graph) as (record,):
         output = run_forward(forward_func, inputs, target, additional_args)
-    if record.calls == 0:
-        raise ArgumentValueError(
-            f"`layer` {type(layer).__name__} was not called during the forward pass"
-        )
+    _require_called([record], [layer])
     return record, output
+
+
+def site_gradients(
+    forward_func: Callable,
+    layers: Sequence[nn.Module],
+    inputs: tuple[Tensor, ...],
+    target: Any = None,
+    additional_args: tuple[Any, ...] = (),
+    use_input: bool = False,
+    grad_kwargs: dict | None = None,
+) -> list[Captured]:
+    """Gradients of the targeted output (summed over examples) w.r.t. each layer's values.
+
+    Returns one record per layer, its ``values`` detached and its gradients
+    in ``extra["grads"]``.
+    """
+    from .forward import scalar_per_example
+
+    with torch.enable_grad(), capture(layers, use_input, keep_graph=True) as records:
+        output = run_forward(forward_func, inputs, target, additional_args)
+        _require_called(records, layers)
+        values = scalar_per_example(output, inputs[0].shape[0] if inputs else 1)
+        flat = [v for r in records for v in r.values]
+        # Unused sites get zero gradients whatever the caller's grad_kwargs say.
+        kwargs = {**(grad_kwargs or {}), "allow_unused": True, "materialize_grads": True}
+        grads = torch.autograd.grad(values.sum(), flat, **kwargs)
+    start = 0
+    for record in records:
+        record.extra["grads"] = tuple(grads[start : start + len(record.values)])
+        start += len(record.values)
+        record.values = tuple(v.detach() for v in record.values)
+    return records
 
 
 def layer_gradients(
@@ -163,26 +271,17 @@ def layer_gradients(
     use_input: bool = False,
 ) -> tuple[tuple[Tensor, ...], Captured]:
     """Gradients of the targeted output (summed over examples) w.r.t. the site's values."""
-    from .forward import scalar_per_example
-
-    with torch.enable_grad():
-        record, output = layer_values(
-            forward_func, layer, inputs, additional_args, use_input, target, keep_graph=True
-        )
-        values = scalar_per_example(output, inputs[0].shape[0] if inputs else 1)
-        grads = torch.autograd.grad(
-            values.sum(), record.values, allow_unused=True, materialize_grads=True
-        )
-    record.values = tuple(v.detach() for v in record.values)
-    return grads, record
+    (record,) = site_gradients(forward_func, [layer], inputs, target, additional_args, use_input)
+    return record.extra["grads"], record
 
 
 def site_function(
     forward_func: Callable,
-    layer: nn.Module,
+    layer: nn.Module | Sequence[nn.Module],
     inputs: tuple[Tensor, ...],
     additional_args: tuple[Any, ...] = (),
     use_input: bool = False,
+    counts: Sequence[int] | None = None,
 ) -> Callable[..., Tensor]:
     """The model as a function of the site's values: ``g(*values) -> model output``.
 
@@ -190,8 +289,10 @@ def site_function(
     ``additional_args``, to the batch size of ``values``, whole-batch copies
     in order) while the layer's output (or input) is replaced by ``values``.
     Pass ``g`` as the forward function of a primary method to attribute to
-    the layer.
+    the layer. ``layer`` may be a list of layers; ``counts[i]`` then says
+    how many of ``values`` (in order) belong to ``layer[i]``.
     """
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     n = inputs[0].shape[0]
 
     def g(*values: Tensor) -> Tensor:
@@ -203,7 +304,10 @@ def site_function(
             )
         tiled = tuple(expand_batch(t, times) for t in inputs) if times > 1 else inputs
         args = expand_additional_args(additional_args, n, times)
-        with replacing(layer, values, use_input):
+        sizes = list(counts) if counts is not None else [len(values)]
+        bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        per_layer = [tuple(values[a:b]) for a, b in zip(bounds, bounds[1:])]
+        with replacing_all(layers, per_layer, use_input):
             return forward_func(*tiled, *args)
 
     return g

@@ -95,11 +95,9 @@ class GradientAttribution(Attribution):
         """
         end = as_tuple(end_point, "end_point")
         start = full_baselines(end, start_point, "start_point")
+        # Layer methods attribute to a layer, so the number of attribution
+        # tensors need not match the number of inputs; only the batch must.
         attrs = as_tuple(attributions, "attributions")
-        if len(attrs) != len(end):
-            raise ArgumentValueError(
-                f"`attributions` has {len(attrs)} tensors but `end_point` has {len(end)}"
-            )
         n = batch_size(end, "end_point")
         for i, a in enumerate(attrs):
             if a.shape[0] != n:

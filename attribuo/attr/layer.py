@@ -1,0 +1,200 @@
+"""Layer attribution: activations, gradients and path integrals at a layer.
+
+Each class binds an algorithm from the engine to a *site*, the output (or,
+with ``attribute_to_layer_input=True``, the input) of ``layer``: results
+have the layer's shape, a tensor when the layer gives one tensor and a
+tuple when it gives several; a list of layers gives a list of results.
+The classes hold argument handling only.
+
+A layer that runs more than once in one forward pass is rejected with an
+error (which use to attribute would be a guess); in-place operations after
+the layer (``nn.ReLU(inplace=True)``) are safe, the model continues on a
+copy of the layer's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._engine.errors import ArgumentTypeError, ArgumentValueError
+from .._engine.inputs import as_tuple, batch_size, format_additional_args, require_floating
+from .._engine.sites import site_gradients, site_values
+from .._engine.targets import Target, parse_target
+from .base import GradientAttribution, InternalAttribution, LayerAttribution
+
+TensorOrTuple = Tensor | tuple[Tensor, ...]
+LayerResult = TensorOrTuple | list[TensorOrTuple]
+
+
+def layer_list(layer: Any) -> list[nn.Module]:
+    """``layer`` as a list of modules (one module, or Captum's list of modules)."""
+    layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not layers:
+        raise ArgumentValueError("`layer` is an empty list; give at least one module")
+    for item in layers:
+        if not isinstance(item, nn.Module):
+            raise ArgumentTypeError(
+                f"`layer` must be a torch.nn.Module or a list of them, got {type(item).__name__}"
+            )
+    return layers
+
+
+def single_layer(layer: Any, cls: type) -> nn.Module:
+    if not isinstance(layer, nn.Module):
+        raise ArgumentTypeError(
+            f"{cls.__name__} takes one `layer` (a torch.nn.Module), got {type(layer).__name__}"
+        )
+    return layer
+
+
+def layer_form(values: Sequence[Tensor]) -> TensorOrTuple:
+    """Captum's layer result form: a tensor for one value, a tuple for several."""
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def per_layer(layer: Any, results: list[TensorOrTuple]) -> LayerResult:
+    return results if isinstance(layer, (list, tuple)) else results[0]
+
+
+def prepare(
+    inputs: Any, target: Any, additional_forward_args: Any, floating: bool = False
+) -> tuple[tuple[Tensor, ...], Target, tuple[Any, ...]]:
+    """Validated ``(inputs, target, additional args)`` as the engine takes them."""
+    xs = as_tuple(inputs)
+    if floating:
+        require_floating(xs)
+    tgt = parse_target(target, batch_size(xs))
+    return xs, tgt, format_additional_args(additional_forward_args)
+
+
+def with_delta(
+    method: GradientAttribution,
+    result: Any,
+    attributions: tuple[Tensor, ...],
+    starts: tuple[Tensor, ...],
+    xs: tuple[Tensor, ...],
+    target: Any,
+    additional_forward_args: Any,
+    return_convergence_delta: bool,
+) -> Any:
+    """``result``, or ``(result, delta)`` with the completeness delta of ``attributions``."""
+    if not return_convergence_delta:
+        return result
+    delta = method.compute_convergence_delta(
+        attributions, starts, xs, target=target, additional_forward_args=additional_forward_args
+    )
+    return result, delta
+
+
+class MultipliesByInputs(InternalAttribution):
+    """Mixin of the layer and neuron classes with Captum's ``multiply_by_inputs`` switch.
+
+    Example:
+        >>> from attribuo.attr import LayerIntegratedGradients
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 2)
+        >>> LayerIntegratedGradients(net, net, multiply_by_inputs=False).multiplies_by_inputs
+        False
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layer: nn.Module | list[nn.Module],
+        device_ids: list[int] | None = None,
+        multiply_by_inputs: bool = True,
+    ) -> None:
+        super().__init__(forward_func, layer, device_ids)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+
+class LayerActivation(LayerAttribution):
+    """The values of a layer's output (or input) for the given inputs.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerActivation
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> LayerActivation(model, model[1]).attribute(torch.rand(5, 3)).shape
+        torch.Size([5, 4])
+    """
+
+    def attribute(
+        self, inputs: TensorOrTuple, additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+    ) -> LayerResult:
+        """The layer's output (input) values, detached; a list for a list of layers."""
+        layers = layer_list(self.layer)
+        xs, _, args = prepare(inputs, None, additional_forward_args)
+        with torch.no_grad():
+            records = site_values(self.forward_func, layers, xs, args, attribute_to_layer_input)
+        return per_layer(self.layer, [layer_form(r.values) for r in records])
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+
+class LayerGradientXActivation(MultipliesByInputs, LayerAttribution, GradientAttribution):
+    """Gradient of the target output w.r.t. a layer, times the layer's values.
+
+    With ``multiply_by_inputs=False`` the plain layer gradient is returned.
+
+    Example:
+        >>> from attribuo.attr import LayerGradientXActivation
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> gxa = LayerGradientXActivation(model, model[0])
+        >>> gxa.attribute(torch.rand(5, 3), target=1).shape
+        torch.Size([5, 4])
+    """
+
+    def __init__(
+        self, forward_func: Callable, layer: nn.Module | list[nn.Module],
+        device_ids: list[int] | None = None, multiply_by_inputs: bool = True,
+        memory_efficient: bool = False,
+    ) -> None:
+        super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
+        self._memory_efficient = memory_efficient  # accepted; gradients are never offloaded
+
+    def attribute(
+        self, inputs: TensorOrTuple, target: Any = None, additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False, grad_kwargs: dict[str, Any] | None = None,
+    ) -> LayerResult:
+        """``dF/dy * y`` (or ``dF/dy``) for the layer values ``y``; a list for a list of layers."""
+        layers = layer_list(self.layer)
+        xs, tgt, args = prepare(inputs, target, additional_forward_args)
+        records = site_gradients(
+            self.forward_func, layers, xs, tgt, args, attribute_to_layer_input, grad_kwargs
+        )
+        results = []
+        for r in records:
+            grads = r.extra["grads"]
+            if self.multiplies_by_inputs:
+                grads = tuple(g * v for g, v in zip(grads, r.values))
+            results.append(layer_form(grads))
+        return per_layer(self.layer, results)
+
+
+def layer_values_at(
+    forward_func: Callable,
+    layers: list[nn.Module],
+    inputs: tuple[Tensor, ...],
+    args: tuple[Any, ...],
+    use_input: bool,
+) -> list[tuple[Tensor, ...]]:
+    """Each layer's values (detached) for ``inputs``.
+
+    The forward stops after the layers: callers run the whole model next
+    (replacing the layers), which reports a layer used more than once.
+    """
+    with torch.no_grad():
+        return [r.values for r in site_values(forward_func, layers, inputs, args, use_input, stop=True)]

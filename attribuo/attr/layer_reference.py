@@ -1,0 +1,215 @@
+"""Layer attribution against references: DeepLift, DeepLiftShap (and GradientShap).
+
+The primary method runs on the model *after* the layer (the layer's output
+replaced by the given values), between the layer's values at the inputs
+and at the baselines; so the rules, the baseline forms and the convergence
+delta are the primary method's own. See :mod:`attribuo.attr.layer` for
+the conventions shared by the layer classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from .._engine.baselines import full_baselines
+from .._engine.sites import site_function, site_gradients
+from .._engine.targets import Target
+from .base import GradientAttribution, LayerAttribution
+from .deeplift import DeepLift, baseline_distribution, expand_pairs, mean_over_baselines
+from .gradient_shap import gradient_shap, random_point_gradients
+from .layer import (
+    MultipliesByInputs,
+    TensorOrTuple,
+    layer_form,
+    layer_values_at,
+    prepare,
+    single_layer,
+    with_delta,
+)
+
+
+class LayerDeepLift(MultipliesByInputs, LayerAttribution, GradientAttribution):
+    """DeepLift (Rescale rule) attributions to the neurons of a layer.
+
+    The layer's values at ``inputs`` and at ``baselines`` are the two ends;
+    DeepLift's rules apply to the non-linearities after the layer (with
+    ``attribute_to_layer_input=True``, from the layer itself on). The
+    attributions of an example add up to ``F(inputs) - F(baselines)``.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerDeepLift
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> attr, delta = LayerDeepLift(net, net[0]).attribute(
+        ...     torch.rand(5, 3), target=0, return_convergence_delta=True)
+        >>> attr.shape, bool(delta.abs().max() < 1e-5)
+        (torch.Size([5, 4]), True)
+    """
+
+    def __init__(self, model: Callable, layer: nn.Module, multiply_by_inputs: bool = True) -> None:
+        super().__init__(model, layer, None, multiply_by_inputs)
+        self.model = model
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs: TensorOrTuple, baselines: Any = None, target: Any = None,
+        additional_forward_args: Any = None, return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False, custom_attribution_func: Callable | None = None,
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """DeepLift attributions of ``target``, the layer's shape; with deltas when asked."""
+        xs, tgt, args = prepare(inputs, target, additional_forward_args)
+        attrs, delta = self._layer_deeplift(
+            xs, full_baselines(xs, baselines), tgt, args, attribute_to_layer_input,
+            custom_attribution_func,
+        )
+        return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)
+
+    def _layer_deeplift(
+        self,
+        xs: tuple[Tensor, ...],
+        bs: tuple[Tensor, ...],
+        tgt: Target,
+        args: tuple[Any, ...],
+        use_input: bool,
+        custom: Callable | None,
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        layer = single_layer(self.layer, type(self))
+        (ends,) = layer_values_at(self.forward_func, [layer], xs, args, use_input)
+        (begins,) = layer_values_at(self.forward_func, [layer], bs, args, use_input)
+        replaced = site_function(self.forward_func, layer, xs, args, use_input)
+        deeplift = DeepLift(replaced, self.multiplies_by_inputs)
+        return deeplift._attribute(ends, begins, tgt, (), custom, type(self).__name__)
+
+
+class LayerDeepLiftShap(LayerDeepLift):
+    """LayerDeepLift averaged over a distribution of baselines.
+
+    Every input is paired with each of the ``B > 1`` baselines; DeepLift at
+    the layer runs on all pairs in one forward and the attributions are
+    averaged over the baselines. Deltas are returned per pair (``N * B``,
+    input-major).
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerDeepLiftShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> attr, delta = LayerDeepLiftShap(model, model[0]).attribute(
+        ...     torch.rand(2, 3), torch.randn(5, 3), target=0, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([10]))
+    """
+
+    def attribute(  # type: ignore[override]
+        self, inputs: TensorOrTuple, baselines: TensorOrTuple | Callable[..., TensorOrTuple],
+        target: Any = None, additional_forward_args: Any = None,
+        return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+        custom_attribution_func: Callable | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """Mean DeepLift attributions over the baselines, the layer's shape."""
+        xs, tgt, args = prepare(inputs, target, additional_forward_args)
+        dist = baseline_distribution(xs, inputs, baselines)
+        attrs, delta = self._layer_deeplift(
+            *expand_pairs(xs, dist, tgt, args), attribute_to_layer_input, custom_attribution_func
+        )
+        n, b = xs[0].shape[0], dist[0].shape[0]
+        attrs = tuple(mean_over_baselines(a, n, b) for a in attrs)
+        return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)
+
+
+class LayerGradientShap(MultipliesByInputs, LayerAttribution, GradientAttribution):
+    """GradientShap attributions to the neurons of a layer.
+
+    As :class:`GradientShap`, with the gradient taken w.r.t. the layer at
+    the random point between a drawn baseline and the noisy input, times
+    the difference of the layer's values at the two. Random draws follow
+    Captum's, so the same seeds give the same numbers.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerGradientShap
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GELU(), torch.nn.Linear(4, 2))
+        >>> attr, delta = LayerGradientShap(net, net[1]).attribute(
+        ...     torch.rand(2, 3), torch.randn(6, 3), n_samples=4, target=0, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([8]))
+    """
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs: TensorOrTuple, baselines: TensorOrTuple | Callable[..., TensorOrTuple],
+        n_samples: int = 5, stdevs: float | tuple[float, ...] = 0.0, target: Any = None,
+        additional_forward_args: Any = None, return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """GradientShap attributions, the layer's shape; with ``n_samples`` deltas per example."""
+        inner = LayerInputBaselineXGradient(
+            self.forward_func, self.layer, self.device_ids, self.multiplies_by_inputs,
+            attribute_to_layer_input,
+        )
+        return gradient_shap(
+            inner, inputs, baselines, n_samples, stdevs, target, additional_forward_args,
+            return_convergence_delta,
+        )
+
+
+class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, GradientAttribution):
+    """Layer gradient at one random point between baseline and input, times the layer's change.
+
+    The building block of :class:`LayerGradientShap`. ``attribute_to_layer_input``
+    may be fixed at construction (as LayerGradientShap does) or given per call.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr.layer_reference import LayerInputBaselineXGradient
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+        >>> x = torch.rand(2, 3)
+        >>> attr = LayerInputBaselineXGradient(model, model[0]).attribute(x, torch.zeros(2, 3), target=0)
+        >>> torch.allclose(attr, (model[0](x) - model[0].bias) * model[1].weight)
+        True
+    """
+
+    def __init__(
+        self, forward_func: Callable, layer: nn.Module, device_ids: list[int] | None = None,
+        multiply_by_inputs: bool = True, attribute_to_layer_input: bool = False,
+    ) -> None:
+        super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
+        self._use_input = attribute_to_layer_input
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs: TensorOrTuple, baselines: Any, target: Any = None,
+        additional_forward_args: Any = None, return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool | None = None, grad_kwargs: dict[str, Any] | None = None,
+        internal_batch_size: int | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """Attributions at random points, the layer's shape; optionally with deltas."""
+        layer = single_layer(self.layer, type(self))
+        use_input = self._use_input if attribute_to_layer_input is None else attribute_to_layer_input
+        xs, tgt, args = prepare(inputs, target, additional_forward_args, floating=True)
+        starts = full_baselines(xs, baselines)
+
+        def layer_gradients(points, chunk_target, chunk_args):
+            (record,) = site_gradients(
+                self.forward_func, [layer], points, chunk_target, chunk_args, use_input, grad_kwargs
+            )
+            return record.extra["grads"]
+
+        attrs = random_point_gradients(layer_gradients, xs, starts, tgt, args, internal_batch_size)
+        if self.multiplies_by_inputs:
+            (ends,) = layer_values_at(self.forward_func, [layer], xs, args, use_input)
+            (begins,) = layer_values_at(self.forward_func, [layer], starts, args, use_input)
+            attrs = tuple((e - b) * g for e, b, g in zip(ends, begins, attrs))
+        return with_delta(
+            self, layer_form(attrs), attrs, starts, xs, target, additional_forward_args,
+            return_convergence_delta,
+        )
