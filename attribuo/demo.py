@@ -46,6 +46,54 @@ def readme_example() -> list[tuple[str, object]]:
     results.append(("Deconvolution", attr.Deconvolution(model).attribute(input, target=0)))
     # Further methods of the README (IG, GradientShap, DeepLift, NoiseTunnel,
     # neuron and layer conductance) are appended here as they land.
+
+    # The README's order matters: baseline_dist is drawn after IG, and the
+    # noise of GradientShap and NoiseTunnel comes from the same seeded stream.
+    ig = attr.IntegratedGradients(model)
+    attributions, delta = ig.attribute(input, baseline, target=0, return_convergence_delta=True)
+    results.append(("IG Attributions", attributions))
+    results.append(("IG Convergence Delta", delta))
+
+    baseline_dist = torch.randn(10, 3) * 0.001
+    gs = attr.GradientShap(model)
+    attributions, delta = gs.attribute(
+        input, stdevs=0.09, n_samples=4, baselines=baseline_dist, target=0,
+        return_convergence_delta=True,
+    )
+    results.append(("GradientShap Attributions", attributions))
+    results.append(("GradientShap Convergence Delta", delta))
+
+    dl = attr.DeepLift(model)
+    attributions, delta = dl.attribute(input, baseline, target=0, return_convergence_delta=True)
+    results.append(("DeepLift Attributions", attributions))
+    results.append(("DeepLift Convergence Delta", delta))
+
+    dl = attr.DeepLiftShap(model)
+    attributions, delta = dl.attribute(input, baseline_dist, target=0, return_convergence_delta=True)
+    results.append(("DeepLiftShap Attributions", attributions))
+    results.append(("DeepLiftShap Convergence Delta", delta))
+
+    # The README passes `n_samples=4`, Captum's old name for `nt_samples`.
+    nt = attr.NoiseTunnel(attr.IntegratedGradients(model))
+    attributions, delta = nt.attribute(
+        input, nt_type="smoothgrad", stdevs=0.02, nt_samples=4, baselines=baseline,
+        target=0, return_convergence_delta=True,
+    )
+    results.append(("IG + SmoothGrad Attributions", attributions))
+    results.append(("IG + SmoothGrad Convergence Delta", delta))
+    # The README calls the selector `neuron_index`, Captum's old name for `neuron_selector`.
+    nc = attr.NeuronConductance(model, model.lin1)
+    results.append(("Neuron Attributions", nc.attribute(input, neuron_selector=1, target=0)))
+
+    # The README's numbers come from Captum's earlier default method for
+    # LayerConductance, riemann_trapezoid (Captum 0.9.0 defaults to gausslegendre).
+    lc = attr.LayerConductance(model, model.lin1)
+    attributions, delta = lc.attribute(
+        input, baselines=baseline, target=0, method="riemann_trapezoid",
+        return_convergence_delta=True,
+    )
+    results.append(("Layer Attributions", attributions))
+    results.append(("Layer Convergence Delta", delta))
     del baseline
     return results
 
