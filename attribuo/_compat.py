@@ -19,11 +19,19 @@ import types
 _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.attr._utils.visualization", "attribuo.attr.visualization"),
     ("attribuo.attr._utils.lrp_rules", "attribuo.attr.lrp_rules"),
+    # module-level Lime helpers (get_exp_kernel_similarity_function, default_perturb_func, ...)
+    ("attribuo.attr._core.lime", "attribuo.attr.lime"),
     ("attribuo.attr._utils", "attribuo.attr"),
     ("attribuo.attr._core", "attribuo.attr"),
+    ("attribuo.attr._models", "attribuo.attr"),
+    # module-level helpers (e.g. default_perturb_func) live in the submodules
+    ("attribuo.metrics._core.sensitivity", "attribuo.metrics.sensitivity"),
+    ("attribuo.metrics._core.infidelity", "attribuo.metrics.infidelity"),
     ("attribuo.metrics._core", "attribuo.metrics"),
     ("attribuo.robust._core", "attribuo.robust"),
     ("attribuo.concept._core", "attribuo.concept"),
+    # Captum's linear_model package (SkLearnLasso & co. for Lime) is one module here
+    ("attribuo._utils.models", "attribuo._utils.models"),
 )
 
 
@@ -44,12 +52,14 @@ _KNOWN = frozenset(
     attr._core.neuron.neuron_gradient_shap attr._core.neuron.neuron_guided_backprop_deconvnet
     attr._core.neuron.neuron_integrated_gradients attr._core.noise_tunnel attr._core.occlusion
     attr._core.saliency attr._core.shapley_value attr._utils attr._utils.attribution
-    attr._utils.lrp_rules attr._utils.visualization
+    attr._utils.lrp_rules attr._utils.visualization attr._models attr._models.base
     metrics._core metrics._core.infidelity metrics._core.sensitivity
     robust._core robust._core.fgsm robust._core.pgd robust._core.perturbation
     robust._core.metrics robust._core.metrics.attack_comparator
     robust._core.metrics.min_param_perturbation
     concept._core concept._core.cav concept._core.concept concept._core.tcav
+    _utils.models.linear_model _utils.models.linear_model.model
+    _utils.models.linear_model.train _utils.models.model
     """.split()
 )
 

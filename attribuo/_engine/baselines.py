@@ -38,8 +38,7 @@ def full_baselines(inputs: tuple[Tensor, ...], baselines: Any, name: str = "base
 def _one_baseline(inp: Tensor, baseline: Any, name: str) -> Tensor:
     if baseline is None:
         return torch.zeros_like(inp)
-    if isinstance(baseline, bool):
-        raise ArgumentTypeError(f"`{name}` must be a number or a tensor, not bool")
+    # a Python bool is an int (Captum accepts it: e.g. ``baselines=True`` for bool inputs)
     if isinstance(baseline, (int, float)):
         return torch.full_like(inp, baseline)
     if not isinstance(baseline, Tensor):

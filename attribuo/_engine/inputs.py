@@ -40,8 +40,13 @@ def restore_form(was_tuple: bool, values: Sequence[Any]) -> Any:
     return values[0]
 
 
-def batch_size(inputs: tuple[Tensor, ...], name: str = "inputs") -> int:
-    """The common size of dim 0 across ``inputs``; raises when they disagree."""
+def batch_size(inputs: tuple[Tensor, ...], name: str = "inputs", require_equal: bool = True) -> int:
+    """The common size of dim 0 across ``inputs``; raises when they disagree.
+
+    With ``require_equal=False`` the batch size is that of ``inputs[0]`` and
+    the others may differ (Captum's perturbation methods accept e.g. a
+    sparse index list of any length next to the batch).
+    """
     sizes = []
     for i, t in enumerate(inputs):
         if t.dim() == 0:
@@ -49,7 +54,7 @@ def batch_size(inputs: tuple[Tensor, ...], name: str = "inputs") -> int:
                 f"`{name}[{i}]` is a 0-dim tensor; dim 0 must be the batch dimension"
             )
         sizes.append(t.shape[0])
-    if len(set(sizes)) > 1:
+    if require_equal and len(set(sizes)) > 1:
         raise ArgumentValueError(
             f"every tensor in `{name}` must have the same batch size (dim 0); got {sizes}"
         )

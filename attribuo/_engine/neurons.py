@@ -50,14 +50,21 @@ def check_selector(selector: Any) -> None:
                 )
 
 
-def select_neuron(values: tuple[Tensor, ...], selector: NeuronSelector) -> Tensor:
+def select_neuron(
+    values: tuple[Tensor, ...], selector: NeuronSelector, scalar_total: bool = False
+) -> Tensor:
     """The selected neuron of a layer's ``values``: one value per example, shape ``[batch]``.
 
-    Slices select several neurons, which are summed per example.
+    Slices select several neurons, which are summed per example. With
+    ``scalar_total`` a callable may return one value for the whole batch (e.g.
+    ``torch.sum``); it is spread evenly over the examples, which keeps the
+    gradient of the batch total (all gradient methods use) unchanged.
     """
     batch = values[0].shape[0]
     if callable(selector):
         picked = selector(values if len(values) > 1 else values[0])
+        if scalar_total and isinstance(picked, Tensor) and picked.numel() == 1 and batch > 1:
+            return picked.reshape(()).expand(batch) / batch
         if not isinstance(picked, Tensor) or picked.numel() != batch:
             shape = tuple(picked.shape) if isinstance(picked, Tensor) else type(picked).__name__
             raise ArgumentValueError(
@@ -86,6 +93,9 @@ def select_neuron(values: tuple[Tensor, ...], selector: NeuronSelector) -> Tenso
     picked = values[0][(slice(None), *index)]
     if any(isinstance(i, slice) for i in index):
         return picked.reshape(batch, -1).sum(1)
+    if picked.dim() > 1 and picked[0].numel() == 1:
+        # fewer indices than dims, but the rest have size 1 (e.g. a 1x1 pooled map)
+        return picked.reshape(batch)
     if picked.dim() != 1:
         raise ArgumentValueError(
             f"`neuron_selector` {selector} picks {tuple(picked.shape[1:])} neurons per example "
@@ -100,18 +110,20 @@ def neuron_function(
     layer: nn.Module,
     selector: NeuronSelector,
     use_input: bool = False,
+    scalar_total: bool = False,
 ) -> Callable[..., Tensor]:
     """``f(*inputs, *args) -> [batch]``: the selected neuron of ``layer``'s output (or input).
 
     The whole forward runs (not only up to the layer), so a layer that runs
     more than once is reported rather than attributed at one of its calls.
+    ``scalar_total``: see :func:`select_neuron` (for gradient-based methods).
     """
     check_selector(selector)
     _check_module(layer)
 
     def neuron(*args: Any) -> Tensor:
         (record,) = site_values(forward_func, [layer], args, (), use_input, keep_graph=True)
-        return select_neuron(record.values, selector)
+        return select_neuron(record.values, selector, scalar_total)
 
     return neuron
 

@@ -63,8 +63,10 @@ def feature_masks(
     if feature_mask is None:
         masks, offset = [], 0
         for inp in inputs:
-            count = inp[0:1].numel()
-            masks.append(torch.arange(offset, offset + count, device=inp.device).reshape(inp[0:1].shape))
+            # one example's shape, also for an empty input (Captum: zero attribution)
+            shape = (1,) + tuple(inp.shape[1:])
+            count = int(torch.Size(shape).numel())
+            masks.append(torch.arange(offset, offset + count, device=inp.device).reshape(shape))
             offset += count
         return tuple(masks)
     items = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
@@ -158,7 +160,7 @@ def blend(mask: Tensor, when_true: Tensor, when_false: Tensor) -> Tensor:
     a = when_true if when_true.dim() == mask.dim() else when_true.unsqueeze(0)
     b = when_false if when_false.dim() == mask.dim() else when_false.unsqueeze(0)
     out = torch.where(mask, a, b)
-    n = max(a.shape[1], b.shape[1], mask.shape[1])
+    n = out.shape[1]  # the broadcast batch (0 for an empty input)
     return out.expand((p, n) + tuple(out.shape[2:])).reshape((p * n,) + tuple(out.shape[2:]))
 
 
@@ -213,7 +215,8 @@ def as_output_tensor(output: Any) -> Tensor:
     if isinstance(output, Tensor):
         return output
     if isinstance(output, (int, float)) and not isinstance(output, bool):
-        return torch.tensor(output, dtype=torch.get_default_dtype() if isinstance(output, float) else torch.long)
+        # like Captum (torch.tensor(x, dtype=type(x))): a Python float is float64
+        return torch.tensor(output, dtype=torch.float64 if isinstance(output, float) else torch.long)
     raise ArgumentTypeError(
         f"the forward function must return a tensor, int or float, got {type(output).__name__}"
     )

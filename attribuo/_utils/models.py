@@ -51,6 +51,10 @@ __all__ = [
     "least_squares_batch",
 ]
 
+# Captum's classes live in a package (captum._utils.models.linear_model...); a __path__
+# lets those sub-paths import here too (attribuo._compat maps them to this module)
+__path__: list[str] = []
+
 
 class Model(ABC):
     """What Lime needs of an interpretable model: ``fit`` and ``representation``."""
@@ -209,12 +213,9 @@ class LinearModel(nn.Module, Model):
             self.norm = nn.LayerNorm(in_features, eps=1e-8, elementwise_affine=affine_norm)
         else:
             self.norm = None
-        if weight_values is not None:  # values come next: skip the random initialisation
-            self.linear = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias)
-            if bias:
-                self.linear.bias.data.zero_()
-        else:
-            self.linear = nn.Linear(in_features, out_features, bias=bias)
+        # a randomly initialised layer even when the values come next: Captum does the same,
+        # and the draws it takes keep seeded runs (e.g. Lime then LimeBase) on Captum's numbers
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
         if weight_values is not None:
             self.linear.weight.data = weight_values.reshape(out_features, in_features)
         if bias_value is not None:
@@ -254,11 +255,14 @@ class LinearModel(nn.Module, Model):
     fit_batch: Callable[..., Tensor] | None = None
 
     def _store(self, coef: Tensor, intercept: Tensor) -> None:
-        self._construct_model_params(
-            norm_type=None,
-            weight_values=coef.reshape(1, -1).float(),
-            bias_value=intercept.reshape(1).float(),
-        )
+        # batched fits: the caller (Lime) draws Captum's random numbers itself, so the
+        # layer is built without the random initialisation _construct_model_params does
+        weight = coef.reshape(1, -1).float()
+        self.norm = None
+        self.linear = nn.utils.skip_init(nn.Linear, weight.shape[1], 1, bias=True)
+        self.linear.weight.data = weight
+        self.linear.bias.data = intercept.reshape(1).float()
+        self.linear.classes = None
 
 
 def _collect(dataloader: DataLoader) -> tuple[Tensor, Tensor, Tensor | None]:

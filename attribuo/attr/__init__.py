@@ -18,6 +18,12 @@ from .cam import (
     XGradCam,
 )
 from .deeplift import DeepLift, DeepLiftShap
+from .embeddings import (
+    InterpretableEmbeddingBase,
+    TokenReferenceBase,
+    configure_interpretable_embedding_layer,
+    remove_interpretable_embedding_layer,
+)
 from .feature_ablation import FeatureAblation
 from .feature_permutation import FeaturePermutation
 from .gradient import InputXGradient, Saliency
@@ -100,4 +106,8 @@ __all__ = [
     "LayerCam",
     "ScoreCam",
     "EigenCam",
+    "InterpretableEmbeddingBase",
+    "TokenReferenceBase",
+    "configure_interpretable_embedding_layer",
+    "remove_interpretable_embedding_layer",
 ]

@@ -127,7 +127,8 @@ class FeatureAblation(PerturbationAttribution):
     ) -> TensorOrTuple:
         """Ablation attributions, same form as ``inputs``."""
         xs = as_tuple(inputs)
-        n = batch_size(xs)
+        # like Captum, only inputs[0] fixes the batch size (others may be sparse lists)
+        n = batch_size(xs, require_equal=False)
         result = ablate(
             self.forward_func,
             xs,

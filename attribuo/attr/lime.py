@@ -68,6 +68,8 @@ class ExpKernelSimilarity:
         """
         dot = pp = oo = sq = 0
         for x, c in zip(originals, copies):
+            if x.numel() == 0:
+                continue  # an empty input adds nothing to the distance
             a = x.float().reshape(groups, -1)
             b = c.float().reshape(-1, groups, a.shape[1])
             dot = dot + (b * a).sum(-1)

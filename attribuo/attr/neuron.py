@@ -38,7 +38,12 @@ class _NeuronMethod(NeuronAttribution):
     def neuron(self, neuron_selector: NeuronSelector, attribute_to_neuron_input: bool) -> Callable[..., Tensor]:
         """The model as a function returning the selected neuron per example."""
         layer = single_layer(self.layer, type(self))
-        return neuron_function(self.forward_func, layer, neuron_selector, attribute_to_neuron_input)
+        # a callable returning one value for the whole batch is a batch total; gradient
+        # methods accept it as Captum does (its gradient is the per-example gradient)
+        scalar_total = not isinstance(self, PerturbationAttribution)
+        return neuron_function(
+            self.forward_func, layer, neuron_selector, attribute_to_neuron_input, scalar_total
+        )
 
 
 class NeuronGradient(_NeuronMethod, GradientAttribution):
