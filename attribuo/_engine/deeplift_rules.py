@@ -319,79 +319,83 @@ SOFTMAX: dict[Callable, Callable] = {
 # ------------------------------------------------------------ max pooling
 
 
-def _as_tuple(value: Any, dims: int) -> tuple[int, ...]:
-    if isinstance(value, (tuple, list)):
-        return tuple(value) * (dims if len(value) == 1 else 1)
-    return (value,) * dims
+def _planes(t: Tensor) -> Tensor:
+    """``t`` as ``[batch, channels, positions]`` (the layout of max pooling's flat indices)."""
+    return t.reshape(t.shape[0], t.shape[1], -1)
 
 
-def _route(values: Tensor, z: Tensor, indices: Tensor, params: tuple) -> Tensor:
-    """Add each pooled value to the input position its arg-max index names.
+def _pool_with_indices(pool: Callable, z: Tensor, params: tuple) -> tuple[Tensor, Tensor]:
+    """``pool(z, *params, return_indices=True)``, on CPU through a channels-last copy when faster.
 
-    This is max pooling's own backward (overlapping windows add up), applied
-    to ``values`` instead of the incoming gradient.
+    torch's CPU 2-d max pooling of a contiguous NCHW tensor with 8 or more
+    channels is several times slower than of the same tensor in channels-last
+    layout; both scan each window in the same order, so values and arg-max
+    indices (ties and NaNs included) are identical.
     """
-    dims = z.dim() - 2
-    kernel, stride, padding, dilation, ceil_mode = params
-    kernel = _as_tuple(kernel, dims)
-    stride = kernel if stride is None else _as_tuple(stride, dims)
-    padding, dilation = _as_tuple(padding, dims), _as_tuple(dilation, dims)
-    if dims == 1:  # as a 2-d pool over [1, L] planes (same flat indices)
-        routed = torch.ops.aten.max_pool2d_with_indices_backward(
-            values.unsqueeze(2), z.unsqueeze(2), (1, *kernel), (1, *stride), (0, *padding),
-            (1, *dilation), bool(ceil_mode), indices.unsqueeze(2),
-        )
-        return routed.squeeze(2)
-    backward = (
-        torch.ops.aten.max_pool2d_with_indices_backward
-        if dims == 2
-        else torch.ops.aten.max_pool3d_with_indices_backward
-    )
-    return backward(values, z, kernel, stride, padding, dilation, bool(ceil_mode), indices)
+    if z.device.type == "cpu" and z.dim() == 4 and z.shape[1] >= 8 and z.is_contiguous():
+        out, indices = pool(z.contiguous(memory_format=torch.channels_last), *params, return_indices=True)
+        return out.contiguous(), indices.contiguous()
+    return pool(z, *params, return_indices=True)
 
 
 class _MaxPoolRescale(torch.autograd.Function):
+    # Everything the rule needs lives at the pooled (output) size: the
+    # difference of the two halves at each window's arg-max is gathered once
+    # in the forward, and the backward scatters the window values straight to
+    # their arg-max positions (``scatter_add`` also sums overlapping windows).
+    # No input-sized difference, mask or division is ever formed.
+
     @staticmethod
     def forward(ctx, z, pool, params, eps):
-        out, indices = pool(z, *params, return_indices=True)
+        out, indices = _pool_with_indices(pool, z, params)
         ctx.mark_non_differentiable(indices)
         ctx.set_materialize_grads(False)  # no zero gradients for the indices
-        ctx.params, ctx.eps = params, eps
-        ctx.save_for_backward(z, out, indices)
+        n = z.shape[0] // 2
+        y, y0 = _halves(out)
+        at = _planes(indices)
+        planes = _planes(z)
+        # x - x0 at the input's arg-max (x there is y) and at the reference's (x0 there is y0).
+        den = torch.empty_like(out)
+        d1, d0 = _halves(den)
+        torch.sub(y, torch.gather(planes[n:], 2, at[:n]).view_as(y), out=d1)
+        torch.sub(torch.gather(planes[:n], 2, at[n:]).view_as(y0), y0, out=d0)
+        # The rise of y above y0 goes to the input's arg-max, the drop below it
+        # to the reference's (together y - y0), as in Captum's max-pool rule.
+        num = torch.empty_like(out)
+        dy = torch.sub(y, y0, out=num[:n])
+        torch.clamp(dy, max=0, out=num[n:])
+        dy.clamp_(min=0)
+        small = _small_mask(den, eps)
+        if small is not None:
+            den.add_(small)  # finite divisions; the windows where small use the gradient instead
+        ctx.z_shape = z.shape
+        ctx.save_for_backward(at, num, den, small)
         return out, indices
 
     @staticmethod
     def backward(ctx, grad_out, _grad_indices):
         if grad_out is None:
             return None, None, None, None
-        z, out, indices = ctx.saved_tensors
-        n = z.shape[0] // 2
-        y, y0 = _halves(out)
-        top = torch.maximum(y, y0)
-        # Route the rise above the reference's max to the input's arg-max and
-        # the drop below it to the reference's arg-max (together y - y0), as
-        # Captum's maxpool rule does; overlapping windows add up.
-        d_out = torch.empty_like(out)
-        torch.sub(top, y0, out=d_out[:n])
-        torch.sub(y, top, out=d_out[n:])
-        values = d_out.mul_(grad_out)
-        d_in = torch.sub(*_halves(z))
-        small = _small_mask(d_in, ctx.eps)
+        at, num, den, small = ctx.saved_tensors
+        n = ctx.z_shape[0] // 2
+        values = grad_out.mul(num).div_(den)
+        grad = torch.zeros(ctx.z_shape, dtype=values.dtype, device=values.device)
+        planes, at1, at0 = _planes(grad), at[:n], at[n:]
         if small is None:
-            routed = _route(values, z, indices, ctx.params)
-            return _twice(routed[:n].add_(routed[n:]).div_(d_in)), None, None, None
-        # Where x == x0 each half falls back to the ordinary max-pool gradient.
-        # A window routes to one input position per half, so choosing per
-        # window (the gradient itself where its arg-max is such a position)
-        # lets one routing pass serve both the rule and the fallback.
-        planes = small.flatten(2)
-        at_argmax = torch.gather(
-            planes.expand(2, *planes.shape), 3, indices.reshape(2, *planes.shape[:2], -1)
-        ).view_as(values)
-        routed = _route(torch.lerp(values, grad_out, at_argmax), z, indices, ctx.params)
-        half = routed[:n] + routed[n:]
-        half.div_(d_in.add_(small))
-        return _lerp_halves(half, routed, small), None, None, None
+            # Both halves share one multiplier: (rise + drop) / (x - x0) at each position.
+            v1, v0 = _halves(_planes(values))
+            planes[:n].scatter_add_(2, at1, v1).scatter_add_(2, at0, v0)
+            grad[n:] = grad[:n]
+            return grad, None, None, None
+        # Where x == x0 each half falls back to the ordinary max-pool gradient:
+        # its own windows pass their incoming gradient, the other half's nothing.
+        own = _planes(torch.lerp(values, grad_out, small))
+        cross = _planes(own.view_as(values) * (1 - small))
+        own1, own0 = _halves(own)
+        cross1, cross0 = _halves(cross)
+        planes[:n].scatter_add_(2, at1, own1).scatter_add_(2, at0, cross0)
+        planes[n:].scatter_add_(2, at0, own0).scatter_add_(2, at1, cross1)
+        return grad, None, None, None
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
