@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,19 @@ from .._engine.errors import ArgumentValueError
 from .._engine.forward import run_forward
 from .._engine.inputs import as_tuple, batch_size, format_additional_args
 from .._engine.targets import parse_target
+
+
+def _expose_wrapped(cls: type) -> None:
+    # Captum's ``attribute`` methods carry a logging decorator, and code written for
+    # Captum reads the undecorated signature as ``Cls.attribute.__wrapped__``. Give ours
+    # the same attribute: a twin of the function (itself would make an unwrap loop).
+    fn = cls.__dict__.get("attribute")
+    if isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__"):
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        twin.__kwdefaults__ = fn.__kwdefaults__
+        twin.__qualname__, twin.__doc__ = fn.__qualname__, fn.__doc__
+        twin.__annotations__ = fn.__annotations__
+        fn.__wrapped__ = twin  # type: ignore[attr-defined]
 
 
 class Attribution:
@@ -30,6 +44,10 @@ class Attribution:
 
     attribute: Callable
     compute_convergence_delta: Callable
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _expose_wrapped(cls)
 
     def __init__(self, forward_func: Callable) -> None:
         if not callable(forward_func):

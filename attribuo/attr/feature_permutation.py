@@ -64,13 +64,16 @@ def permute(
         )
     if perm_func is None or perm_func is _permute_feature:
         # draw every permutation up front; building copies then is one gather per chunk
-        perms = [torch.arange(n).repeat(order.numel(), 1) for _ in masks]
+        # each input is shuffled along its own dim 0 (a sparse index list next to the
+        # batch may be longer or shorter than the batch, as in Captum)
+        sizes = [x.shape[0] for x in inputs]
+        perms = [torch.arange(size).repeat(order.numel(), 1) for size in sizes]
         if n >= 2:
             present = [torch.isin(order, torch.unique(m.cpu())) for m in masks]
             for k in range(order.numel()):
                 for i in range(len(masks)):
-                    if present[i][k]:
-                        perms[i][k] = _draw_permutation(n)
+                    if present[i][k] and sizes[i] >= 2:
+                        perms[i][k] = _draw_permutation(sizes[i])
 
         def replacement(i: int, start: int, stop: int) -> Tensor:
             idx = perms[i][start:stop].to(inputs[i].device)
@@ -129,7 +132,8 @@ class FeaturePermutation(PerturbationAttribution):
     ) -> TensorOrTuple:
         """Permutation attributions, same form as ``inputs``."""
         xs = as_tuple(inputs)
-        n = batch_size(xs)
+        # like Captum, only inputs[0] fixes the batch size (others may be sparse lists)
+        n = batch_size(xs, require_equal=False)
         masks = feature_masks(xs, feature_mask)
         if n < 2:
             warnings.warn(

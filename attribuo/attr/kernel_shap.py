@@ -29,9 +29,12 @@ def kernel_shap_samples(groups: int, n_samples: int, count: int, device: torch.d
     if rest > 0 and count > 1:
         k = torch.arange(1, count, dtype=torch.float64)
         probs = (count - 1) / (k * (count - k))
-        sizes = torch.multinomial(probs.repeat(groups, 1), rest, replacement=True) + 1  # [G, rest]
-        ranks = torch.argsort(torch.argsort(torch.rand(groups, rest, count), dim=2), dim=2)
-        out[:, 2:] = ranks < sizes.unsqueeze(2)
+        # Drawn example by example, so one example's coalitions do not depend on the
+        # rest of the batch (a seeded batch equals the same examples attributed one by one).
+        for g in range(groups):
+            sizes = torch.multinomial(probs, rest, replacement=True) + 1  # [rest]
+            ranks = torch.argsort(torch.argsort(torch.rand(rest, count), dim=1), dim=1)
+            out[g, 2:] = ranks < sizes.unsqueeze(1)
     elif rest > 0:
         out[:, 2::2] = True  # a single feature: alternate between the two coalitions
     return out.to(device)

@@ -258,7 +258,10 @@ def _wrap_output(
         )
     positions = tuple(i for i, a in enumerate(args) if isinstance(a, Tensor) and a.is_floating_point())
     sources = tuple(args[i] for i in positions)
-    connected = output.requires_grad and all(t.requires_grad for t in sources)
+    # The recorded graph gives the layer's partial derivatives only when it has one input:
+    # with several (e.g. ``add(linear(x), x)``) one may depend on another, and a gradient
+    # through the recorded graph would also run through that earlier layer.
+    connected = output.requires_grad and len(sources) == 1 and sources[0].requires_grad
     params = merged.parameters if merged else {n: p.detach() for n, p in module.named_parameters()}
     call = LayerCall(
         module=module,
