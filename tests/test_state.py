@@ -141,7 +141,10 @@ def test_registry_covers_every_public_method():
         n for n in A.__all__
         if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.Attribution)
         and n not in {"Attribution", "GradientAttribution", "PerturbationAttribution",
-                      "LayerAttribution", "NeuronAttribution", "LimeBase"}
+                      "InternalAttribution", "LayerAttribution", "NeuronAttribution", "LimeBase"}
+        # wrappers over the methods above, fed text prompts or a DataLoader instead of
+        # image tensors; their own test files check that they leave no state behind
+        and n not in {"LLMAttribution", "LLMGradientAttribution", "DataLoaderAttribution"}
     }
     missing = public - set(REGISTRY)
     assert not missing, f"add these to REGISTRY: {sorted(missing)}"
