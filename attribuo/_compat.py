@@ -19,8 +19,17 @@ import types
 _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.attr._utils.visualization", "attribuo.attr.visualization"),
     ("attribuo.attr._utils.lrp_rules", "attribuo.attr.lrp_rules"),
+    ("attribuo.attr._utils.stat", "attribuo.attr.stat"),
+    ("attribuo.attr._utils.summarizer", "attribuo.attr.summarizer"),
+    ("attribuo.attr._utils.class_summarizer", "attribuo.attr.summarizer"),
+    ("attribuo.attr._utils.baselines", "attribuo.attr.baselines_product"),
     # module-level Lime helpers (get_exp_kernel_similarity_function, default_perturb_func, ...)
     ("attribuo.attr._core.lime", "attribuo.attr.lime"),
+    ("attribuo.attr._core.feature_permutation", "attribuo.attr.feature_permutation"),
+    ("attribuo.attr._core.llm_attr", "attribuo.attr.llm_attr"),
+    ("attribuo.attr._utils.interpretable_input", "attribuo.attr.interpretable_input"),
+    # InputRole and the default reducer live in the submodule
+    ("attribuo.attr._core.dataloader_attr", "attribuo.attr.dataloader_attr"),
     ("attribuo.attr._utils", "attribuo.attr"),
     ("attribuo.attr._core", "attribuo.attr"),
     ("attribuo.attr._models", "attribuo.attr"),
@@ -30,6 +39,7 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.metrics._core", "attribuo.metrics"),
     ("attribuo.robust._core", "attribuo.robust"),
     ("attribuo.concept._core", "attribuo.concept"),
+    ("attribuo.influence._core", "attribuo.influence"),
     # Captum's linear_model package (SkLearnLasso & co. for Lime) is one module here
     ("attribuo._utils.models", "attribuo._utils.models"),
 )
@@ -53,11 +63,18 @@ _KNOWN = frozenset(
     attr._core.neuron.neuron_integrated_gradients attr._core.noise_tunnel attr._core.occlusion
     attr._core.saliency attr._core.shapley_value attr._utils attr._utils.attribution
     attr._utils.lrp_rules attr._utils.visualization attr._models attr._models.base
+    attr._utils.input_layer_wrapper attr._utils.stat attr._utils.summarizer
+    attr._utils.class_summarizer attr._utils.baselines
+    attr._core.llm_attr attr._utils.interpretable_input
     metrics._core metrics._core.infidelity metrics._core.sensitivity
     robust._core robust._core.fgsm robust._core.pgd robust._core.perturbation
     robust._core.metrics robust._core.metrics.attack_comparator
     robust._core.metrics.min_param_perturbation
     concept._core concept._core.cav concept._core.concept concept._core.tcav
+    attr._core.dataloader_attr influence._core influence._core.influence
+    influence._core.influence_function influence._core.arnoldi_influence_function
+    influence._core.tracincp influence._core.tracincp_fast_rand_proj
+    influence._core.similarity_influence
     _utils.models.linear_model _utils.models.linear_model.model
     _utils.models.linear_model.train _utils.models.model
     """.split()
