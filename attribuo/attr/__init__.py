@@ -4,10 +4,12 @@ from . import visualization  # numpy only; matplotlib loads when drawing
 from .base import (
     Attribution,
     GradientAttribution,
+    InternalAttribution,
     LayerAttribution,
     NeuronAttribution,
     PerturbationAttribution,
 )
+from .baselines_product import ProductBaselines
 from .cam import (
     EigenCam,
     GradCamPlusPlus,
@@ -17,6 +19,7 @@ from .cam import (
     ScoreCam,
     XGradCam,
 )
+from .dataloader_attr import DataLoaderAttribution, InputRole
 from .deeplift import DeepLift, DeepLiftShap
 from .embeddings import (
     InterpretableEmbeddingBase,
@@ -30,13 +33,21 @@ from .gradient import InputXGradient, Saliency
 from .gradient_shap import GradientShap
 from .guided import Deconvolution, GuidedBackprop
 from .guided_gradcam import GuidedGradCam
+from .input_layer_wrapper import InputIdentity, ModelInputWrapper
 from .integrated_gradients import IntegratedGradients
+from .interpretable_input import (
+    ImageMaskInput,
+    InterpretableInput,
+    TextTemplateInput,
+    TextTokenInput,
+)
 from .kernel_shap import KernelShap
 from .layer import LayerActivation, LayerGradientXActivation
 from .layer_path import InternalInfluence, LayerConductance, LayerIntegratedGradients
 from .layer_perturb import LayerFeatureAblation, LayerFeaturePermutation
 from .layer_reference import LayerDeepLift, LayerDeepLiftShap, LayerGradientShap
 from .lime import Lime, LimeBase
+from .llm_attr import LLMAttribution, LLMAttributionResult, LLMGradientAttribution
 from .lrp import LRP, LayerLRP
 from .neuron import (
     NeuronConductance,
@@ -52,6 +63,8 @@ from .neuron import (
 from .noise_tunnel import NoiseTunnel
 from .occlusion import Occlusion
 from .shapley import ShapleyValues, ShapleyValueSampling
+from .stat import MSE, CommonStats, Count, Max, Mean, Min, StatValue, StdDev, Sum, Var
+from .summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
 
 __all__ = [
     "FeatureAblation",
@@ -84,6 +97,7 @@ __all__ = [
     "NeuronFeatureAblation",
     "Attribution",
     "GradientAttribution",
+    "InternalAttribution",
     "PerturbationAttribution",
     "LayerAttribution",
     "NeuronAttribution",
@@ -94,6 +108,8 @@ __all__ = [
     "DeepLift",
     "DeepLiftShap",
     "IntegratedGradients",
+    "ModelInputWrapper",
+    "InputIdentity",
     "GradientShap",
     "NoiseTunnel",
     "LRP",
@@ -110,4 +126,27 @@ __all__ = [
     "TokenReferenceBase",
     "configure_interpretable_embedding_layer",
     "remove_interpretable_embedding_layer",
+    "Summarizer",
+    "SummarizerSingleTensor",
+    "ClassSummarizer",
+    "CommonStats",
+    "StatValue",
+    "Count",
+    "Mean",
+    "MSE",
+    "Var",
+    "StdDev",
+    "Min",
+    "Max",
+    "Sum",
+    "ProductBaselines",
+    "InterpretableInput",
+    "TextTemplateInput",
+    "TextTokenInput",
+    "ImageMaskInput",
+    "LLMAttribution",
+    "LLMGradientAttribution",
+    "LLMAttributionResult",
+    "DataLoaderAttribution",
+    "InputRole",
 ]
