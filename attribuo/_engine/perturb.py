@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -164,6 +164,67 @@ def blend(mask: Tensor, when_true: Tensor, when_false: Tensor) -> Tensor:
     return out.expand((p, n) + tuple(out.shape[2:])).reshape((p * n,) + tuple(out.shape[2:]))
 
 
+def replace_elements(
+    base: Tensor, times: int, p: Tensor, e: Tensor, n: Tensor | None, values: Tensor
+) -> Tensor:
+    """Perturbed copies ``[times * N, ...]`` of ``base`` (``[N, ...]``) with a few elements replaced.
+
+    Entry ``k`` sets element ``e[k]`` (flat index within one example) of
+    copy ``p[k]`` to the value ``values`` holds there: of example ``n[k]``,
+    or of every example when ``n`` is None. ``values`` is ``[N, ...]`` or
+    ``[times, N, ...]``. The same result as :func:`blend` with a mask that
+    is set exactly at the entries, but the work grows with the number of
+    entries rather than with the size of the copies (``torch.where`` over
+    whole copies costs more than the copy itself).
+    """
+    size = base.shape[0]
+    dtype = torch.promote_types(base.dtype, values.dtype)  # as torch.where promotes
+    out = base.to(dtype).unsqueeze(0).expand((times,) + tuple(base.shape)).clone()
+    if p.numel() == 0 or out.numel() == 0:
+        return out.reshape((times * size,) + tuple(base.shape[1:]))
+    per = out.numel() // (times * size)  # elements of one example
+    if n is None:
+        rows = torch.arange(0, size * per, per, device=base.device)
+        src = rows[None, :] + e[:, None]  # every example, [K, N]
+        dst = src + (p * (size * per))[:, None]
+    else:
+        src = n * per + e
+        dst = src + p * (size * per)
+    if values.dim() > base.dim():  # [times, N, ...]: the copy's own values
+        src = src + (p * (size * per) if n is not None else (p * (size * per))[:, None])
+    out.view(-1).put_(dst, values.take(src).to(dtype))
+    return out.reshape((times * size,) + tuple(base.shape[1:]))
+
+
+class FeatureElements:
+    """The elements of each feature, sorted once so a run of features is a slice.
+
+    ``index`` is a feature-position mask ``[Nm, *shape]`` (see
+    :func:`positions`). :meth:`chunk` gives the entries of features
+    ``start..stop-1`` in the form :func:`replace_elements` takes.
+    """
+
+    def __init__(self, index: Tensor) -> None:
+        self.rows = index.shape[0]
+        self.per_row = int(torch.Size(index.shape[1:]).numel())
+        flat = index.reshape(-1)
+        self.order = torch.argsort(flat, stable=True)
+        self.sorted = flat[self.order]
+        self._bounds: list[int] | None = None
+
+    def chunk(self, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        if self._bounds is None:  # where each feature's run of elements starts
+            ends = torch.arange(int(self.sorted[-1]) + 2 if self.sorted.numel() else 1)
+            self._bounds = torch.searchsorted(self.sorted, ends.to(self.sorted.device)).tolist()
+        last = len(self._bounds) - 1
+        lo, hi = self._bounds[min(start, last)], self._bounds[min(stop, last)]
+        where = self.order[lo:hi]
+        p = self.sorted[lo:hi] - start
+        if self.rows == 1:
+            return p, where, None
+        return p, where % max(self.per_row, 1), where // max(self.per_row, 1)
+
+
 def spread(values: Tensor, index: Tensor, out_shape: tuple[int, ...]) -> Tensor:
     """Put one value per feature back onto an input's shape.
 
@@ -235,10 +296,20 @@ class Evaluation:
     def batch(self) -> int:
         return self.inputs[0].shape[0] if self.inputs else 1
 
+    _expanded: dict[int, tuple[Target, tuple[Any, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     def __call__(self, copies: tuple[Tensor, ...], times: int) -> Tensor:
         """Outputs for ``times`` stacked copies of the batch."""
-        target = self.target.repeat(times)
-        args = expand_additional_args(self.args, self.batch, times)
+        # chunks mostly share one size: expand target and arguments once per size
+        # (only the latest size is kept, so no more expanded arguments live than before)
+        expanded = self._expanded.get(times)
+        if expanded is None:
+            self._expanded.clear()
+            expanded = (self.target.repeat(times), expand_additional_args(self.args, self.batch, times))
+            self._expanded[times] = expanded
+        target, args = expanded
         return as_output_tensor(run_forward(self.forward_func, copies, target, args))
 
 

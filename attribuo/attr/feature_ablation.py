@@ -11,14 +11,15 @@ from torch import Tensor
 from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
 from .._engine.perturb import (
     Evaluation,
+    FeatureElements,
     Masks,
-    blend,
     evaluate_perturbations,
     feature_masks,
     feature_order,
     initial_output,
     perturbation_baselines,
     positions,
+    replace_elements,
     spread,
 )
 from .._engine.targets import Target, parse_target
@@ -72,13 +73,15 @@ def ablate(
     flat_initial = initial.reshape(1, -1)
     diffs = torch.zeros((total, flat_initial.shape[1]), dtype=initial.dtype, device=initial.device)
 
+    # each feature's elements found once; a chunk of features is then a slice of them
+    elements = [FeatureElements(idx) for idx in index]
+
     def make(start: int, stop: int) -> tuple[tuple[Tensor, ...], None]:
         copies = []
         for i, x in enumerate(inputs):
-            ks = torch.arange(start, stop, device=x.device).reshape((-1,) + (1,) * x.dim())
-            chosen = index[i].unsqueeze(0) == ks  # [P, Nm, ...]
+            p, e, rows = elements[i].chunk(start, stop)
             values = baselines[i] if replacement is None else replacement(i, start, stop)
-            copies.append(blend(chosen, values, x))
+            copies.append(replace_elements(x, stop - start, p, e, rows, values))
         return tuple(copies), None
 
     for start, stop, rows, _ in evaluate_perturbations(

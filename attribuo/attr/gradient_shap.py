@@ -163,14 +163,11 @@ def random_point_gradients(
     n = xs[0].shape[0]
     alpha = torch.as_tensor(np.random.uniform(0.0, 1.0, n), dtype=xs[0].dtype, device=xs[0].device)
     per_chunk = items_per_chunk(n, max(1, bytes_per_copy(xs) // max(n, 1)), internal_batch_size)
+    if per_chunk >= n:  # one chunk (the usual case): no slicing, no concatenation
+        return tuple(gradients(_points(alpha, xs, starts), target, args))
     grads: list[list[Tensor]] = []
     for lo, hi in chunk_ranges(n, per_chunk):
-        a = alpha[lo:hi]
-        # Same formula as Captum's (a * x + (1 - a) * b) so the points agree bit for bit.
-        points = tuple(
-            (_rows(a, x) * x[lo:hi]).add_((1.0 - _rows(a, x)) * b[lo:hi]).requires_grad_()
-            for x, b in zip(xs, starts)
-        )
+        points = _points(alpha[lo:hi], tuple(x[lo:hi] for x in xs), tuple(b[lo:hi] for b in starts))
         chunk_args = tuple(v[lo:hi] if is_batched(v, n) else v for v in args)
         for i, g in enumerate(gradients(points, target.take(lo, hi), chunk_args)):
             if i == len(grads):
@@ -234,6 +231,13 @@ class InputBaselineXGradient(GradientAttribution):
     @property
     def multiplies_by_inputs(self) -> bool:
         return self._multiply_by_inputs
+
+
+def _points(a: Tensor, xs: tuple[Tensor, ...], starts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    # Same formula as Captum's (a * x + (1 - a) * b) so the points agree bit for bit.
+    return tuple(
+        (_rows(a, x) * x).add_((1.0 - _rows(a, x)) * b).requires_grad_() for x, b in zip(xs, starts)
+    )
 
 
 def _rows(a: Tensor, like: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ to the input's dtype), and baseline rows picked with
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -265,11 +266,8 @@ class NoiseTunnel(Attribution):
                     f"`return_convergence_delta=True` but {method} has no convergence delta"
                 )
             kwargs = {k: v for k, v in kwargs.items() if k != "return_convergence_delta"}
-        try:
-            params = inspect.signature(self.attribution_method.attribute).parameters
-        except (TypeError, ValueError):
-            return kwargs
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        params = _keyword_names(self.attribution_method.attribute)
+        if params is None:
             return kwargs
         for name in kwargs:
             if name not in params:
@@ -281,6 +279,31 @@ class NoiseTunnel(Attribution):
                     f"{method}.attribute's{hint}"
                 )
         return kwargs
+
+
+def _keyword_names(method: Any) -> frozenset[str] | None:
+    """The argument names ``method`` takes; None when it takes any keyword (or is opaque)."""
+    func = getattr(method, "__func__", None)
+    if func is None:  # not a bound method: nothing to cache on
+        return _parameter_names(method, bound=False)
+    try:
+        return _cached_parameter_names(func, True)
+    except TypeError:  # unhashable function
+        return _parameter_names(func, bound=True)
+
+
+def _parameter_names(func: Any, bound: bool) -> frozenset[str] | None:
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params[1 if bound else 0:])  # a bound method skips self
+
+
+# signatures are read once per method, not on every call
+_cached_parameter_names = functools.lru_cache(maxsize=256)(_parameter_names)
 
 
 def _accumulate(totals: list[Tensor], i: int, value: Tensor) -> None:

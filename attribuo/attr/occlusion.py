@@ -12,10 +12,10 @@ from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
 from .._engine.perturb import (
     Evaluation,
-    blend,
     evaluate_perturbations,
     initial_output,
     perturbation_baselines,
+    replace_elements,
 )
 from .._engine.targets import Target, parse_target
 from .base import PerturbationAttribution
@@ -28,22 +28,47 @@ def _window_counts(shape: tuple[int, ...], window: tuple[int, ...], stride: tupl
     return tuple(-(-(d - w) // s) + 1 for d, w, s in zip(shape, window, stride))
 
 
-def _window_masks(
-    shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...],
-    counts: tuple[int, ...], numbers: Tensor,
-) -> Tensor:
-    """Boolean ``[P, *shape]`` masks of windows ``numbers`` (dim 0 varies fastest)."""
-    mask = None
-    rest = numbers
-    for dim, (size, w, s, c) in enumerate(zip(shape, window, stride, counts)):
-        start = (rest % c) * s
-        rest = rest // c
-        pos = torch.arange(size, device=numbers.device)
-        inside = (pos >= start[:, None]) & (pos < start[:, None] + w)  # [P, size]
-        view = (inside.shape[0],) + (1,) * dim + (size,) + (1,) * (len(shape) - dim - 1)
-        inside = inside.reshape(view)
-        mask = inside if mask is None else mask & inside
-    return mask if mask is not None else torch.ones(numbers.shape[0], dtype=torch.bool, device=numbers.device)
+class _Windows:
+    """The elements each window position covers, in one example of ``shape``.
+
+    Window positions are numbered with dim 0 varying fastest; a window
+    reaching past the end is cropped. The positions' corners and a window's
+    element offsets are computed once; :meth:`elements` lists the ``(p, e)``
+    pairs (window ``lo + p`` covers flat element ``e``) of a run of windows.
+    Listed rather than masked: a window's elements are few, the example's many.
+    """
+
+    def __init__(self, shape: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...],
+                 counts: tuple[int, ...], device: torch.device) -> None:
+        steps, step = [], 1
+        for size in reversed(shape):  # row-major element strides
+            steps.append(step)
+            step *= size
+        steps.reverse()
+        rest = torch.arange(int(torch.Size(counts).numel()), device=device)
+        corners, self.origin = [], torch.zeros_like(rest)
+        for c, s, st in zip(counts, stride, steps):
+            corners.append((rest % c) * s)
+            rest = rest // c
+            self.origin += corners[-1] * st
+        grid = torch.meshgrid(*(torch.arange(w, device=device) for w in window), indexing="ij")
+        self.offsets = [g.reshape(-1) for g in grid]  # each element's coordinate in the window
+        self.rel = sum((o * st for o, st in zip(self.offsets, steps)), torch.zeros_like(self.offsets[0]))
+        # windows cropped at the far end need a validity mask; most layouts have none
+        self.cropped = any(
+            bool((corner + w > size).any()) for corner, w, size in zip(corners, window, shape)
+        )
+        self.corners, self.shape = corners, shape
+
+    def elements(self, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        e = self.origin[lo:hi, None] + self.rel[None, :]  # [P, W]
+        p = torch.arange(hi - lo, device=e.device)[:, None].expand_as(e)
+        if not self.cropped:
+            return p.reshape(-1), e.reshape(-1)
+        valid = torch.ones_like(e, dtype=torch.bool)
+        for corner, off, size in zip(self.corners, self.offsets, self.shape):
+            valid &= (corner[lo:hi, None] + off[None, :]) < size
+        return p[valid], e[valid]
 
 
 def occlude(
@@ -89,39 +114,39 @@ def occlude(
     sums = [torch.zeros((n_out, x[0].numel()), dtype=dtype, device=x.device) for x in inputs]
     cover = [torch.zeros(x[0].numel(), dtype=dtype, device=x.device) for x in inputs]
 
-    def chunk_masks(start: int, stop: int) -> list[Tensor | None]:
-        masks: list[Tensor | None] = []
-        for i, x in enumerate(inputs):
+    grids = [_Windows(sh, w, st, c, x.device) for sh, w, st, c, x in zip(shapes, windows, strides, counts, inputs)]
+
+    def chunk_entries(start: int, stop: int) -> list[tuple[Tensor, Tensor] | None]:
+        # (copy, element) pairs covered by windows start..stop-1, per input
+        entries: list[tuple[Tensor, Tensor] | None] = []
+        for i in range(len(inputs)):
             lo, hi = max(start, offsets[i]), min(stop, offsets[i] + sizes[i])
             if lo >= hi:
-                masks.append(None)
+                entries.append(None)
                 continue
-            numbers = torch.arange(lo - offsets[i], hi - offsets[i], device=x.device)
-            local = _window_masks(shapes[i], windows[i], strides[i], counts[i], numbers)
-            full = torch.zeros((stop - start,) + shapes[i], dtype=torch.bool, device=x.device)
-            full[lo - start:hi - start] = local
-            masks.append(full)
-        return masks
+            p, e = grids[i].elements(lo - offsets[i], hi - offsets[i])
+            entries.append((p + (lo - start) if lo > start else p, e))
+        return entries
 
-    def make(start: int, stop: int) -> tuple[tuple[Tensor, ...], list[Tensor | None]]:
-        masks = chunk_masks(start, stop)
+    def make(start: int, stop: int) -> tuple[tuple[Tensor, ...], list[tuple[Tensor, Tensor] | None]]:
+        entries = chunk_entries(start, stop)
         copies = []
-        for x, b, m in zip(inputs, baselines, masks):
-            if m is None:
+        for x, b, pe in zip(inputs, baselines, entries):
+            if pe is None:
                 copies.append(x.repeat((stop - start,) + (1,) * (x.dim() - 1)))
             else:
-                copies.append(blend(m.unsqueeze(1), b, x))
-        return tuple(copies), masks
+                copies.append(replace_elements(x, stop - start, pe[0], pe[1], None, b))
+        return tuple(copies), entries
 
-    for start, stop, rows, masks in evaluate_perturbations(
+    for _, _, rows, entries in evaluate_perturbations(
         evaluation, total, make, initial, perturbations_per_eval, show_progress, desc
     ):
         diff = (flat_initial - rows).to(dtype)  # [P, n_out]
-        for i, m in enumerate(masks):
-            if m is not None:
-                flat = m.reshape(stop - start, -1).to(dtype)
-                sums[i] += diff.transpose(0, 1).to(flat.device) @ flat
-                cover[i] += flat.sum(0)
+        for i, pe in enumerate(entries):
+            if pe is not None:
+                p, e = pe[0].to(diff.device), pe[1]
+                sums[i].index_add_(1, e, diff[p].transpose(0, 1).to(e.device))
+                cover[i].index_add_(0, e, torch.ones(e.shape[0], dtype=dtype, device=e.device))
     return tuple(
         (s / c).reshape((n_out,) + shape) for s, c, shape in zip(sums, cover, shapes)
     )
