@@ -24,7 +24,7 @@ def test_occlusion_224_stays_under_4_gib():
     assert peak_mib < 4096
 
 
-@pytest.mark.skipif(not os.environ.get("ATTRIBUO_SLOW"), reason="~2 minutes; set ATTRIBUO_SLOW=1")
+@pytest.mark.skipif(not os.environ.get("ATTRIBUO_SLOW"), reason="about a minute; set ATTRIBUO_SLOW=1")
 def test_feature_ablation_one_feature_per_pixel_finishes():
     peak_mib, _ = _run("ablation", 900)
     assert peak_mib < 4096
