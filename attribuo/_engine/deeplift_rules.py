@@ -512,20 +512,16 @@ class RescaleRules:
 
     def warn(self, method: str = "DeepLift", stacklevel: int = 3) -> None:
         """Warn once about what the last forward could not treat with a Rescale rule."""
-        if self.uncovered:
-            names = ", ".join(dict.fromkeys(self.uncovered))
-            warnings.warn(
-                f"{method} has no Rescale rule for {names}; the ordinary gradient was used "
-                "there, so attributions may not add up to the output difference",
-                stacklevel=stacklevel,
-            )
-        if self.unpaired:
-            names = ", ".join(dict.fromkeys(self.unpaired))
-            warnings.warn(
-                f"{method} could not pair inputs with baselines at {names} (dim 0 is not the "
-                "batch of inputs followed by baselines); the ordinary gradient was used there",
-                stacklevel=stacklevel,
-            )
+        problems = (
+            (self.uncovered, "has no Rescale rule for {}; the ordinary gradient was used there, "
+             "so attributions may not add up to the output difference"),
+            (self.unpaired, "could not pair inputs with baselines at {} (dim 0 is not the batch of "
+             "inputs followed by baselines); the ordinary gradient was used there"),
+        )
+        for sites, message in problems:
+            if sites:
+                names = ", ".join(dict.fromkeys(sites))
+                warnings.warn(f"{method} " + message.format(names), stacklevel=stacklevel)
 
     def _skip(self, name: str, z: Any) -> bool:
         if _pairable(z):

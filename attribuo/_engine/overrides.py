@@ -69,18 +69,13 @@ def relu_rules(backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
             (out,) = ctx.saved_tensors
             return backward(grad_out, out)
 
-    class _ReLUInplace(torch.autograd.Function):
+    class _ReLUInplace(_ReLU):  # the same backward
         @staticmethod
         def forward(ctx, x):
             ctx.mark_dirty(x)
             x.clamp_(min=0)
             ctx.save_for_backward(x)
             return x
-
-        @staticmethod
-        def backward(ctx, grad_out):
-            (out,) = ctx.saved_tensors
-            return backward(grad_out, out)
 
     def out_of_place(func, args, kwargs):
         inplace = kwargs.get("inplace", args[1] if len(args) > 1 else False)

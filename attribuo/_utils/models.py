@@ -332,7 +332,18 @@ class SkLearnLinearModel(LinearModel):
         return super().fit(train_data, sklearn_trainer=self.sklearn_module, **kwargs)
 
 
-class SkLearnLasso(SkLearnLinearModel):
+class _BatchFitFallback(SkLearnLinearModel):
+    """``fit`` falls back on the model's own ``fit_batch`` when scikit-learn is not installed."""
+
+    def fit(self, train_data: DataLoader, **kwargs: Any) -> dict:
+        if _sklearn_module() is not None:
+            return super().fit(train_data, **kwargs)
+        x, y, w = _collect(train_data)
+        self.fit_batch(x.unsqueeze(0), y.reshape(1, -1), None if w is None else w.reshape(1, -1))
+        return {}
+
+
+class SkLearnLasso(_BatchFitFallback):
     """Lasso (``alpha`` as in ``sklearn.linear_model.Lasso``); Lime's default model.
 
     ``fit_batch`` fits many problems together by coordinate descent (no
@@ -341,13 +352,6 @@ class SkLearnLasso(SkLearnLinearModel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(sklearn_module="linear_model.Lasso", **kwargs)
-
-    def fit(self, train_data: DataLoader, **kwargs: Any) -> dict:
-        if _sklearn_module() is not None:
-            return super().fit(train_data, **kwargs)
-        x, y, w = _collect(train_data)
-        self.fit_batch(x.unsqueeze(0), y.reshape(1, -1), None if w is None else w.reshape(1, -1))
-        return {}
 
     def fit_batch(self, x: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
         """Coefficients ``[B, F]`` of ``B`` independent weighted lasso fits."""
@@ -360,18 +364,11 @@ class SkLearnLasso(SkLearnLinearModel):
         return coef
 
 
-class SkLearnLinearRegression(SkLearnLinearModel):
+class SkLearnLinearRegression(_BatchFitFallback):
     """Ordinary / weighted least squares (KernelShap's model); ``fit_batch`` in closed form."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(sklearn_module="linear_model.LinearRegression", **kwargs)
-
-    def fit(self, train_data: DataLoader, **kwargs: Any) -> dict:
-        if _sklearn_module() is not None:
-            return super().fit(train_data, **kwargs)
-        x, y, w = _collect(train_data)
-        self.fit_batch(x.unsqueeze(0), y.reshape(1, -1), None if w is None else w.reshape(1, -1))
-        return {}
 
     def fit_batch(self, x: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
         """Coefficients ``[B, F]`` of ``B`` independent weighted least-squares fits."""

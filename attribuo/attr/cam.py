@@ -179,11 +179,14 @@ class LayerGradCam(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import LayerGradCam
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> LayerGradCam(model, model[0]).attribute(torch.rand(2, 1, 6, 6), target=1).shape
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> grad_cam = LayerGradCam(model, model[0])
+        >>> grad_cam.attribute(torch.rand(2, 1, 6, 6), target=1).shape  # one map per example
         torch.Size([2, 1, 4, 4])
+        >>> grad_cam.attribute(torch.rand(2, 1, 6, 6), target=1, upsample_to_input=True).shape
+        torch.Size([2, 1, 6, 6])
     """
 
     relu_by_default = False
@@ -197,11 +200,12 @@ class GradCamPlusPlus(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import GradCamPlusPlus
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> GradCamPlusPlus(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0).shape
-        torch.Size([2, 1, 4, 4])
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> cam = GradCamPlusPlus(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0)
+        >>> cam.shape, bool((cam >= 0).all())  # the positive part by default
+        (torch.Size([2, 1, 4, 4]), True)
     """
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
@@ -215,11 +219,12 @@ class XGradCam(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import XGradCam
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> XGradCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0).shape
-        torch.Size([2, 1, 4, 4])
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> cams = XGradCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6), 0, attr_dim_summation=False)
+        >>> cams.shape  # one map per channel
+        torch.Size([2, 3, 4, 4])
     """
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
@@ -231,11 +236,14 @@ class HiResCam(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import HiResCam
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> HiResCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0).shape
-        torch.Size([2, 1, 4, 4])
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> x = torch.rand(2, 1, 6, 6)
+        >>> cam = HiResCam(model, model[1]).attribute(x, target=0, relu_attributions=False)
+        >>> # the model is linear after the layer, so the map adds up to the output less the bias
+        >>> torch.allclose(cam.sum((1, 2, 3)), model(x)[:, 0] - model[3].bias[0], atol=1e-5)
+        True
     """
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
@@ -247,11 +255,12 @@ class LayerCam(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import LayerCam
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> LayerCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0).shape
-        torch.Size([2, 1, 4, 4])
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> cam = LayerCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0, upsample_to_input=True)
+        >>> cam.shape  # resized to the input
+        torch.Size([2, 1, 6, 6])
     """
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
@@ -273,10 +282,11 @@ class ScoreCam(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import ScoreCam
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> ScoreCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6), target=0).shape
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> score_cam = ScoreCam(model, model[1], internal_batch_size=2)  # two channels a forward
+        >>> score_cam.attribute(torch.rand(2, 1, 6, 6), target=0).shape
         torch.Size([2, 1, 4, 4])
     """
 
@@ -342,10 +352,10 @@ class EigenCam(_ClassActivationMap):
 
     Example:
         >>> import torch
+        >>> from torch import nn
         >>> from attribuo.attr import EigenCam
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(),
-        ...                             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        >>> EigenCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6)).shape
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> EigenCam(model, model[1]).attribute(torch.rand(2, 1, 6, 6)).shape  # no target needed
         torch.Size([2, 1, 4, 4])
     """
 

@@ -68,9 +68,10 @@ class Deconvolution(_ModifiedReLUGradient):
     Example:
         >>> import torch
         >>> from attribuo.attr import Deconvolution
-        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-        >>> Deconvolution(model).attribute(torch.rand(2, 3), target=0).shape
-        torch.Size([2, 3])
+        >>> def f(x):  # a functional ReLU; the first one is inactive at x
+        ...     return torch.relu(-x).sum(1)
+        >>> Deconvolution(f).attribute(torch.tensor([[1.0, -2.0]]))  # the gradient still passes
+        tensor([[-1., -1.]])
     """
 
     _relu_backward = staticmethod(_deconv)

@@ -67,6 +67,11 @@ def coalition_values(
     return initial, values
 
 
+def feature_count(masks: Masks) -> int:
+    """Number of features: one more than the largest id in ``masks`` (0 when they are empty)."""
+    return int(max((int(m.max()) for m in masks if m.numel()), default=-1)) + 1
+
+
 def _float(t: Tensor) -> torch.dtype:
     return t.dtype if t.is_floating_point() else torch.get_default_dtype()
 
@@ -97,7 +102,7 @@ def shapley_sampling(
     coalitions are evaluated in large batches. Results have shape
     ``f(baselines).shape + inputs[i].shape[1:]``.
     """
-    count = int(max((int(m.max()) for m in masks if m.numel()), default=-1)) + 1
+    count = feature_count(masks)
     warn_missing_ids(masks, count)
     perms = torch.stack([torch.randperm(count) for _ in range(n_samples)]) if n_samples else None
     if perms is None or count == 0:
@@ -143,7 +148,7 @@ def shapley_exact(
     f(baselines)`` per output. Same numbers as averaging over all ``F!``
     orders, with ``2^F`` instead of ``F * F!`` evaluations.
     """
-    count = int(max((int(m.max()) for m in masks if m.numel()), default=-1)) + 1
+    count = feature_count(masks)
     warn_missing_ids(masks, count)
     bits = 2 ** torch.arange(count)
 
@@ -260,7 +265,7 @@ class ShapleyValues(ShapleyValueSampling):
     ) -> TensorOrTuple:
         """Exact Shapley values, same form as ``inputs``."""
         prepared = _prepare(inputs, baselines, target, additional_forward_args, feature_mask)
-        count = int(max((int(m.max()) for m in prepared[2] if m.numel()), default=-1)) + 1
+        count = feature_count(prepared[2])
         if count >= 16:
             warnings.warn(
                 f"ShapleyValues evaluates 2^{count} coalitions; consider grouping features "

@@ -19,13 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._engine.errors import ArgumentValueError
 from .base import load_flexible_state_dict, progress
-from .influence_function import (
-    FlatLoss,
-    IntermediateQuantitiesInfluenceFunction,
-    check_projection_dim,
-    inverse_sqrt_projection,
-    top_eigen,
-)
+from .influence_function import IntermediateQuantitiesInfluenceFunction
 
 
 def arnoldi_iteration(
@@ -124,13 +118,9 @@ class ArnoldiInfluenceFunction(IntermediateQuantitiesInfluenceFunction):
         )
         if isinstance(arnoldi_dim, bool) or not isinstance(arnoldi_dim, int) or arnoldi_dim < 2:
             raise ArgumentValueError(f"`arnoldi_dim` must be an int >= 2, got {arnoldi_dim!r}")
-        self.projection_dim = check_projection_dim(projection_dim)
-        self.seed = seed
+        flat = self._hessian_options(projection_dim, seed, hessian_reg, hessian_inverse_tol)
         self.arnoldi_dim = arnoldi_dim
         self.arnoldi_tol = arnoldi_tol
-        self.hessian_reg = hessian_reg
-        self.hessian_inverse_tol = hessian_inverse_tol
-        flat = FlatLoss(model, self._params, loss_fn, self.reduction_type)
         # Captum seeds the global RNG and draws randn_like per parameter, in order, on the CPU
         gen = torch.Generator().manual_seed(seed)
         start = torch.cat([
@@ -139,6 +129,4 @@ class ArnoldiInfluenceFunction(IntermediateQuantitiesInfluenceFunction):
         basis, small = arnoldi_iteration(
             lambda v: flat.hvp(self.hessian_dataloader, v), start, arnoldi_dim, arnoldi_tol, show_progress
         )
-        ls, vs = top_eigen(small, self.projection_dim, hessian_reg, hessian_inverse_tol)
-        R = inverse_sqrt_projection(ls, basis.T @ vs, "The Hessian restricted to the Krylov space")
-        self.R = R.cpu() if projection_on_cpu else R
+        self._set_projection(small, basis, "The Hessian restricted to the Krylov space", projection_on_cpu)

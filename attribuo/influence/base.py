@@ -235,6 +235,22 @@ def check_loss_fn(loss_fn: Any, name: str, per_batch: bool) -> str:
     return str(reduction)
 
 
+def loss_reductions(loss_fn: Any, test_loss_fn: Any, per_batch: bool) -> tuple[str, str]:
+    """``check_loss_fn`` for ``loss_fn`` and ``test_loss_fn`` (which defaults to ``loss_fn``)."""
+    reduction = check_loss_fn(loss_fn, "loss_fn", per_batch)
+    if test_loss_fn is None:
+        return reduction, reduction
+    return reduction, check_loss_fn(test_loss_fn, "test_loss_fn", per_batch)
+
+
+def check_model(model: Any, checkpoints_load_func: Any) -> None:
+    """The two arguments every checkpoint-based influence method starts from."""
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(checkpoints_load_func):
+        raise ArgumentTypeError("`checkpoints_load_func` must be callable")
+
+
 def module_by_name(model: nn.Module, name: str, arg: str) -> nn.Module:
     """The submodule called ``name`` (dotted path), or an error naming ``arg``."""
     try:

@@ -35,6 +35,16 @@ def active_parameters(model: nn.Module, layers: list[str] | None) -> dict[str, T
     return params
 
 
+def chosen_parameters(model: nn.Module, layers: Any) -> tuple[dict[str, Tensor], list[nn.Module] | None]:
+    """Validated ``layers``: the parameters whose gradients count, and the modules named."""
+    if layers is not None and (
+        not isinstance(layers, list) or not layers or not all(isinstance(s, str) for s in layers)
+    ):
+        raise ArgumentValueError(f"`layers` must be a non-empty list of module names, got {layers!r}")
+    params = active_parameters(model, layers)
+    return params, None if layers is None else [model.get_submodule(s) for s in layers]
+
+
 def _unsqueeze(x: Any) -> Any:
     return x.unsqueeze(0) if isinstance(x, Tensor) else x
 

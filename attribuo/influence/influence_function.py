@@ -30,22 +30,23 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, Dataset
 
-from .._engine.errors import ArgumentTypeError, ArgumentValueError
+from .._engine.errors import ArgumentValueError
 from .base import (
     DataInfluence,
     KMostInfluentialResults,
     as_batches,
     batch_loss,
     check_k,
-    check_loss_fn,
+    check_model,
     iterate,
     load_flexible_state_dict,
     loader_len,
+    loss_reductions,
     progress,
     top_k,
     train_loader,
 )
-from .gradients import active_parameters, per_example_gradients
+from .gradients import chosen_parameters, per_example_gradients
 
 
 class InfluenceFunctionBase(DataInfluence):
@@ -75,10 +76,7 @@ class InfluenceFunctionBase(DataInfluence):
         test_loss_fn: Callable | nn.Module | None = None,
         sample_wise_grads_per_batch: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ArgumentTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(checkpoints_load_func):
-            raise ArgumentTypeError("`checkpoints_load_func` must be callable")
+        check_model(model, checkpoints_load_func)
         self.model = model
         self.checkpoint = checkpoint
         self.checkpoints_load_func = checkpoints_load_func
@@ -87,24 +85,16 @@ class InfluenceFunctionBase(DataInfluence):
         self.test_loss_fn = loss_fn if test_loss_fn is None else test_loss_fn
         self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
         self.batch_size = batch_size
-        self.reduction_type = check_loss_fn(loss_fn, "loss_fn", sample_wise_grads_per_batch)
-        self.test_reduction_type = (
-            self.reduction_type
-            if test_loss_fn is None
-            else check_loss_fn(test_loss_fn, "test_loss_fn", sample_wise_grads_per_batch)
+        self.reduction_type, self.test_reduction_type = loss_reductions(
+            loss_fn, test_loss_fn, sample_wise_grads_per_batch
         )
         self.train_dataset = train_dataset
         self.train_dataloader = train_loader(train_dataset, batch_size)
         self.hessian_dataloader = (
             self.train_dataloader if hessian_dataset is None else train_loader(hessian_dataset, batch_size)
         )
-        if layers is not None and (
-            not isinstance(layers, list) or not layers or not all(isinstance(s, str) for s in layers)
-        ):
-            raise ArgumentValueError(f"`layers` must be a non-empty list of module names, got {layers!r}")
+        self._params, self.layer_modules = chosen_parameters(model, layers)
         self.layers = layers
-        self._params = active_parameters(model, layers)
-        self.layer_modules = None if layers is None else [model.get_submodule(s) for s in layers]
         self.model_device = next(iter(self._params.values())).device
 
     @abstractmethod
@@ -133,6 +123,22 @@ class IntermediateQuantitiesInfluenceFunction(InfluenceFunctionBase):
     """
 
     R: Tensor
+
+    def _hessian_options(
+        self, projection_dim: Any, seed: int, hessian_reg: float, hessian_inverse_tol: float
+    ) -> FlatLoss:
+        """Stores the options both subclasses share; returns the loss to take the Hessian of."""
+        self.projection_dim = check_projection_dim(projection_dim)
+        self.seed = seed
+        self.hessian_reg = hessian_reg
+        self.hessian_inverse_tol = hessian_inverse_tol
+        return FlatLoss(self.model, self._params, self.loss_fn, self.reduction_type)
+
+    def _set_projection(self, H: Tensor, basis: Tensor | None, what: str, on_cpu: bool) -> None:
+        """``self.R`` from the top eigenpairs of ``H`` (in the coordinates of ``basis``'s rows)."""
+        ls, vs = top_eigen(H, self.projection_dim, self.hessian_reg, self.hessian_inverse_tol)
+        R = inverse_sqrt_projection(ls, vs if basis is None else basis.T @ vs, what)
+        self.R = R.cpu() if on_cpu else R
 
     def compute_intermediate_quantities(
         self,
@@ -330,12 +336,6 @@ class NaiveInfluenceFunction(IntermediateQuantitiesInfluenceFunction):
             model, train_dataset, checkpoint, checkpoints_load_func, layers, loss_fn,
             batch_size, hessian_dataset, test_loss_fn, sample_wise_grads_per_batch,
         )
-        self.projection_dim = check_projection_dim(projection_dim)
-        self.seed = seed
-        self.hessian_reg = hessian_reg
-        self.hessian_inverse_tol = hessian_inverse_tol
-        flat = FlatLoss(model, self._params, loss_fn, self.reduction_type)
+        flat = self._hessian_options(projection_dim, seed, hessian_reg, hessian_inverse_tol)
         H = flat.hessian(self.hessian_dataloader, show_progress)
-        ls, vs = top_eigen(H, self.projection_dim, hessian_reg, hessian_inverse_tol)
-        R = inverse_sqrt_projection(ls, vs, "The Hessian")
-        self.R = R.cpu() if projection_on_cpu else R
+        self._set_projection(H, None, "The Hessian", projection_on_cpu)

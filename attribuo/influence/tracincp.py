@@ -17,23 +17,24 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._engine.errors import ArgumentTypeError, ArgumentValueError
+from .._engine.errors import ArgumentValueError
 from .base import (
     DataInfluence,
     KMostInfluentialResults,
     as_batches,
     check_k,
-    check_loss_fn,
+    check_model,
     iterate,
     load_checkpoint,
     load_flexible_state_dict,
     loader_len,
+    loss_reductions,
     progress,
     resolve_checkpoints,
     top_k,
     train_loader,
 )
-from .gradients import active_parameters, per_example_gradients
+from .gradients import chosen_parameters, per_example_gradients
 
 
 class TracInCPBase(DataInfluence):
@@ -60,10 +61,7 @@ class TracInCPBase(DataInfluence):
         batch_size: int | None = 1,
         test_loss_fn: Callable | nn.Module | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ArgumentTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(checkpoints_load_func):
-            raise ArgumentTypeError("`checkpoints_load_func` must be callable")
+        check_model(model, checkpoints_load_func)
         self.model = model
         self.checkpoints = checkpoints
         self.checkpoints_load_func = checkpoints_load_func
@@ -210,18 +208,11 @@ class TracInCP(TracInCPBase):
             model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size, test_loss_fn
         )
         self.sample_wise_grads_per_batch = sample_wise_grads_per_batch
-        self.reduction_type = check_loss_fn(loss_fn, "loss_fn", sample_wise_grads_per_batch)
-        self.test_reduction_type = (
-            self.reduction_type
-            if test_loss_fn is None
-            else check_loss_fn(test_loss_fn, "test_loss_fn", sample_wise_grads_per_batch)
+        self.reduction_type, self.test_reduction_type = loss_reductions(
+            loss_fn, test_loss_fn, sample_wise_grads_per_batch
         )
-        if layers is not None:
-            if not isinstance(layers, list) or not layers or not all(isinstance(s, str) for s in layers):
-                raise ArgumentValueError(f"`layers` must be a non-empty list of module names, got {layers!r}")
+        self._params, self.layer_modules = chosen_parameters(model, layers)
         self.layers = layers
-        self._params = active_parameters(model, layers)
-        self.layer_modules = None if layers is None else [model.get_submodule(s) for s in layers]
 
     def influence(
         self,

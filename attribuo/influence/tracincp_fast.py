@@ -25,10 +25,10 @@ from .base import (
     as_batches,
     batch_loss,
     check_k,
-    check_loss_fn,
     iterate,
     load_checkpoint,
     load_flexible_state_dict,
+    loss_reductions,
     module_by_name,
 )
 from .tracincp import TracInCPBase
@@ -112,10 +112,7 @@ class TracInCPFast(TracInCPBase):
         self.final_fc_layer = final_fc_layer
         if loss_fn is None:
             raise ArgumentValueError("`loss_fn` must not be None for TracInCPFast")
-        self.reduction_type = check_loss_fn(loss_fn, "loss_fn", True)
-        self.test_reduction_type = (
-            self.reduction_type if test_loss_fn is None else check_loss_fn(test_loss_fn, "test_loss_fn", True)
-        )
+        self.reduction_type, self.test_reduction_type = loss_reductions(loss_fn, test_loss_fn, True)
 
     @property
     def final_fc_layer(self) -> nn.Module:
@@ -205,18 +202,16 @@ class TracInCPFastRandProj(TracInCPFast):
     Captum draws them with ``seed``, without reseeding the global RNG.
 
     Example:
-        >>> import torch
+        >>> import os, tempfile, torch
         >>> from torch.utils.data import TensorDataset
         >>> from attribuo.influence import TracInCPFastRandProj
-        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-        >>> train = TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
-        >>> def load(model, state):  # a checkpoint here is a state dict; learning rate 1
-        ...     model.load_state_dict(state)
-        ...     return 1.0
-        >>> tracin = TracInCPFastRandProj(model, "2", train, [model.state_dict()],
-        ...     checkpoints_load_func=load,
-        ...     loss_fn=torch.nn.CrossEntropyLoss(reduction="sum"), batch_size=4)
-        >>> tracin.influence((torch.randn(2, 4), torch.tensor([0, 1])), k=3).indices.shape
+        >>> model = torch.nn.Linear(4, 3)  # a model that is its own final layer
+        >>> ckpt = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
+        >>> torch.save(model.state_dict(), ckpt)
+        >>> data = TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+        >>> tracin = TracInCPFastRandProj(model, model, data, [ckpt], batch_size=4,
+        ...     loss_fn=torch.nn.CrossEntropyLoss(reduction="sum"), projection_dim=4)
+        >>> tracin.influence((torch.randn(2, 4), torch.tensor([0, 2])), k=3).indices.shape
         torch.Size([2, 3])
     """
 

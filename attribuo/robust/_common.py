@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.forward import run_forward, scalar_per_example
-from .._engine.inputs import as_tuple, batch_size, grad_ready
+from .._engine.inputs import as_tuple, batch_size, format_additional_args, grad_ready
 from .._engine.targets import parse_target
 
 
@@ -38,6 +38,12 @@ def check_bounds(lower_bound: Any, upper_bound: Any) -> tuple[float, float]:
             f"`lower_bound` ({lower}) must not exceed `upper_bound` ({upper})"
         )
     return lower, upper
+
+
+def clamp_bounds(lower_bound: Any, upper_bound: Any) -> tuple[float, float, Callable[[Tensor], Tensor]]:
+    """Checked bounds and the clamp to them (an attack's ``bound`` attribute)."""
+    lower, upper = check_bounds(lower_bound, upper_bound)
+    return lower, upper, lambda x: torch.clamp(x, lower, upper)
 
 
 def check_callable(value: Any, name: str, optional: bool = False) -> None:
@@ -114,6 +120,19 @@ def attack_inputs(inputs: Any) -> tuple[tuple[Tensor, ...], int]:
                 f"`inputs[{i}]` has dtype {x.dtype}; gradient attacks need floating-point inputs"
             )
     return xs, n
+
+
+def attack_arguments(
+    xs: tuple[Tensor, ...],
+    n: int,
+    mask: Any,
+    loss_func: Callable | None,
+    target: Any,
+    additional_forward_args: Any,
+) -> tuple[tuple[Tensor | None, ...], Any, tuple[Any, ...]]:
+    """Masks, loss target and additional forward arguments of an attack, validated."""
+    masks = format_masks(mask, xs)
+    return masks, parse_loss_target(loss_func, target, n), format_additional_args(additional_forward_args)
 
 
 def parse_loss_target(loss_func: Callable | None, target: Any, n: int) -> Any:

@@ -8,14 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._engine.inputs import format_additional_args, is_tuple, restore_form
+from .._engine.inputs import is_tuple, restore_form
 from ._common import (
+    attack_arguments,
     attack_inputs,
-    check_bounds,
     check_callable,
-    format_masks,
+    clamp_bounds,
     loss_gradients,
-    parse_loss_target,
     real_number,
 )
 from .perturbation import Perturbation
@@ -79,12 +78,9 @@ class FGSM(Perturbation):
     ) -> None:
         check_callable(forward_func, "forward_func")
         check_callable(loss_func, "loss_func", optional=True)
-        lower, upper = check_bounds(lower_bound, upper_bound)
+        self.lower_bound, self.upper_bound, self.bound = clamp_bounds(lower_bound, upper_bound)
         self.forward_func = forward_func
         self.loss_func = loss_func
-        self.lower_bound = lower
-        self.upper_bound = upper
-        self.bound: Callable[[Tensor], Tensor] = lambda x: torch.clamp(x, lower, upper)
         self.zero_thresh = 1e-6
 
     def perturb(
@@ -105,9 +101,7 @@ class FGSM(Perturbation):
         """
         xs, n = attack_inputs(inputs)
         eps = real_number(epsilon, "epsilon")
-        masks = format_masks(mask, xs)
-        tgt = parse_loss_target(self.loss_func, target, n)
-        args = format_additional_args(additional_forward_args)
+        masks, tgt, args = attack_arguments(xs, n, mask, self.loss_func, target, additional_forward_args)
         return restore_form(is_tuple(inputs), self._step(xs, eps, tgt, args, bool(targeted), masks))
 
     def _step(

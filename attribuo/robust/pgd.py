@@ -9,15 +9,8 @@ import torch
 from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import format_additional_args, is_tuple, restore_form
-from ._common import (
-    attack_inputs,
-    check_bounds,
-    check_callable,
-    format_masks,
-    parse_loss_target,
-    real_number,
-)
+from .._engine.inputs import is_tuple, restore_form
+from ._common import attack_arguments, attack_inputs, check_callable, clamp_bounds, real_number
 from .fgsm import FGSM
 from .perturbation import Perturbation
 
@@ -87,13 +80,10 @@ class PGD(Perturbation):
         upper_bound: float = float("inf"),
     ) -> None:
         check_callable(forward_func, "forward_func")
-        lower, upper = check_bounds(lower_bound, upper_bound)
+        self.lower_bound, self.upper_bound, self.bound = clamp_bounds(lower_bound, upper_bound)
         self.forward_func = forward_func
         # the unbounded FGSM that takes each step; overwrite its zero_thresh to tune it
         self.fgsm = FGSM(forward_func, loss_func)
-        self.lower_bound = lower
-        self.upper_bound = upper
-        self.bound: Callable[[Tensor], Tensor] = lambda x: torch.clamp(x, lower, upper)
 
     def perturb(
         self,
@@ -118,9 +108,7 @@ class PGD(Perturbation):
             raise ArgumentValueError(f"`step_num` must be >= 0, got {step_num}")
         if norm not in _NORMS:
             raise ArgumentValueError(f"`norm` must be 'Linf' or 'L2', got {norm!r}")
-        masks = format_masks(mask, xs)
-        tgt = parse_loss_target(self.fgsm.loss_func, target, n)
-        args = format_additional_args(additional_forward_args)
+        masks, tgt, args = attack_arguments(xs, n, mask, self.fgsm.loss_func, target, additional_forward_args)
 
         current = xs
         if random_start:
