@@ -9,6 +9,7 @@ and optionally the *floor*: the least work any implementation must do
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -29,28 +30,38 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up."""
+def _once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
 
 
-def run_case(case: Case) -> dict:
-    torch.manual_seed(0)
-    row = {"name": case.name}
-    row["attribuo_s"] = best_time(case.attribuo, case.repeats)
-    row["captum_s"] = best_time(case.captum, case.repeats)
-    row["speedup"] = row["captum_s"] / row["attribuo_s"]
+def run_case(case: Case, repeats: int | None = None) -> dict:
+    """Median time of each contender, measured round-robin after one warm-up each.
+
+    Interleaving the contenders within every repeat spreads machine noise
+    over all of them instead of biasing whichever ran during a slow spell.
+    ``BENCH_REPEATS`` overrides the case's repeat count.
+    """
+    repeats = repeats or int(os.environ.get("BENCH_REPEATS", case.repeats))
+    contenders = {"attribuo_s": case.attribuo, "captum_s": case.captum}
     if case.captum_best is not None:
-        row["captum_best_s"] = best_time(case.captum_best, case.repeats)
-        row["speedup_vs_best"] = row["captum_best_s"] / row["attribuo_s"]
+        contenders["captum_best_s"] = case.captum_best
     if case.floor is not None:
-        row["floor_s"] = best_time(case.floor, case.repeats)
+        contenders["floor_s"] = case.floor
+    torch.manual_seed(0)
+    for fn in contenders.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(repeats):
+        for key, fn in contenders.items():
+            times[key].append(_once(fn))
+    row: dict = {"name": case.name}
+    row.update({k: statistics.median(v) for k, v in times.items()})
+    row["speedup"] = row["captum_s"] / row["attribuo_s"]
+    if "captum_best_s" in row:
+        row["speedup_vs_best"] = row["captum_best_s"] / row["attribuo_s"]
+    if "floor_s" in row:
         row["x_floor"] = row["attribuo_s"] / row["floor_s"]
     return row
 
