@@ -98,12 +98,8 @@ def input_gradients(
     leaves (the user's tensors are untouched), every documented ``target``
     form is accepted.
     """
-    from .inputs import as_tuple, batch_size, format_additional_args, grad_ready, require_floating
+    from .call import parse_call
+    from .inputs import grad_ready
 
-    xs = as_tuple(inputs)
-    require_floating(xs)
-    n = batch_size(xs)
-    tgt = parse_target(target, n)
-    args = format_additional_args(additional_forward_args)
-    leaves = grad_ready(xs)
-    return xs, output_gradients(forward_func, leaves, tgt, args)
+    call = parse_call(inputs, target, additional_forward_args, floating=True)
+    return call.inputs, output_gradients(forward_func, grad_ready(call.inputs), call.target, call.args)

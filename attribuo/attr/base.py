@@ -130,6 +130,31 @@ class GradientAttribution(Attribution):
             attr_sum = sum(a.reshape(n, -1).sum(1) for a in attrs)
         return attr_sum - (end_out - start_out)
 
+    def _with_delta(
+        self,
+        attributions: Any,
+        start_point: Any,
+        end_point: Any,
+        target: Any,
+        additional_forward_args: Any,
+        return_convergence_delta: bool,
+        *,
+        result: Any = None,
+    ) -> Any:
+        """``attributions``, or ``(attributions, delta)`` when the delta is asked for.
+
+        ``result``, when given, is returned in place of ``attributions`` (layer
+        methods return the layer's form but take the delta of the flat tuple).
+        """
+        result = attributions if result is None else result
+        if not return_convergence_delta:
+            return result
+        delta = self.compute_convergence_delta(
+            attributions, start_point, end_point, target=target,
+            additional_forward_args=additional_forward_args,
+        )
+        return result, delta
+
 
 def _rows(output: Tensor, n: int) -> Tensor:
     if output.dim() == 0:

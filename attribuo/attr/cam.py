@@ -34,17 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._engine.batching import bytes_per_copy, chunk_ranges, items_per_chunk
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentValueError
 from .._engine.forward import run_forward, scalar_per_example
-from .._engine.inputs import (
-    as_tuple,
-    batch_size,
-    expand_additional_args,
-    expand_batch,
-    format_additional_args,
-)
+from .._engine.inputs import expand_additional_args, expand_batch
 from .._engine.sites import site_gradients, site_values
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import GradientAttribution, LayerAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -139,10 +134,8 @@ class _ClassActivationMap(LayerAttribution, GradientAttribution):
         ``upsample_to_input`` resizes the map to the spatial size of the
         first input with ``interpolate_mode``.
         """
-        xs = as_tuple(inputs)
-        n = batch_size(xs)
-        tgt = parse_target(target, n)
-        args = format_additional_args(additional_forward_args)
+        call = parse_call(inputs, target, additional_forward_args)
+        xs, tgt, args = call.inputs, call.target, call.args
         if self.needs_gradients:
             (record,) = site_gradients(
                 self.forward_func, [self.layer], xs, tgt, args, attribute_to_layer_input, grad_kwargs

@@ -16,21 +16,14 @@ import torch
 from torch import Tensor
 
 from .._engine.baselines import full_baselines
+from .._engine.call import parse_call
 from .._engine.deeplift_rules import RescaleRules
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.forward import run_forward, scalar_per_example
 from .._engine.hooks import modules_of, preserved_state
-from .._engine.inputs import (
-    as_tuple,
-    batch_size,
-    expand_additional_args,
-    format_additional_args,
-    is_tuple,
-    require_floating,
-    restore_form,
-)
+from .._engine.inputs import expand_additional_args
 from .._engine.overrides import overriding
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import GradientAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -244,14 +237,12 @@ class DeepLift(GradientAttribution):
         ``return_convergence_delta=True`` also returns, per example, the sum
         of the attributions minus ``F(inputs) - F(baselines)``.
         """
-        xs = as_tuple(inputs)
-        require_floating(xs)
-        n = batch_size(xs)
-        bs = full_baselines(xs, baselines)
-        tgt = parse_target(target, n)
-        args = format_additional_args(additional_forward_args)
-        attributions, delta = self._attribute(xs, bs, tgt, args, custom_attribution_func, type(self).__name__)
-        result = restore_form(is_tuple(inputs), attributions)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        bs = full_baselines(call.inputs, baselines)
+        attributions, delta = self._attribute(
+            call.inputs, bs, call.target, call.args, custom_attribution_func, type(self).__name__
+        )
+        result = call.result(attributions)
         return (result, delta) if return_convergence_delta else result
 
     def _attribute(self, xs, bs, tgt, args, custom, method):
@@ -310,17 +301,12 @@ class DeepLiftShap(DeepLift):
         callable returning them (called with ``inputs`` when it takes an
         argument).
         """
-        xs = as_tuple(inputs)
-        require_floating(xs)
-        n = batch_size(xs)
-        dist = baseline_distribution(xs, inputs, baselines)
-        tgt = parse_target(target, n)
-        args = format_additional_args(additional_forward_args)
-        pairs = expand_pairs(xs, dist, tgt, args)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        dist = baseline_distribution(call.inputs, inputs, baselines)
+        pairs = expand_pairs(call.inputs, dist, call.target, call.args)
         attributions, delta = self._attribute(*pairs, custom_attribution_func, type(self).__name__)
         b = dist[0].shape[0]
-        attributions = tuple(mean_over_baselines(a, n, b) for a in attributions)
-        result = restore_form(is_tuple(inputs), attributions)
+        result = call.result(tuple(mean_over_baselines(a, call.batch, b) for a in attributions))
         return (result, delta) if return_convergence_delta else result
 
 

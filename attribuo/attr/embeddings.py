@@ -102,10 +102,26 @@ def configure_interpretable_embedding_layer(
     Undo with :func:`remove_interpretable_embedding_layer` when done.
 
     Example:
-        >>> emb = configure_interpretable_embedding_layer(net, "embedding")
+        >>> import warnings
+        >>> import torch
+        >>> from attribuo.attr import IntegratedGradients
+        >>> class Net(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.embedding = torch.nn.Embedding(10, 4)
+        ...         self.fc = torch.nn.Linear(4, 2)
+        ...     def forward(self, ids):
+        ...         return self.fc(self.embedding(ids).mean(1))
+        >>> net, token_ids = Net(), torch.tensor([[1, 2, 3]])
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     emb = configure_interpretable_embedding_layer(net, "embedding")
         >>> x = emb.indices_to_embeddings(token_ids)
-        >>> attr = IntegratedGradients(net).attribute(x, target=0)
+        >>> IntegratedGradients(net).attribute(x, target=0).shape
+        torch.Size([1, 3, 4])
         >>> remove_interpretable_embedding_layer(net, emb)
+        >>> type(net.embedding).__name__
+        'Embedding'
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError("`model` must be a torch.nn.Module.")
@@ -131,8 +147,7 @@ def remove_interpretable_embedding_layer(
 ) -> None:
     """Put the original embedding layer back in place of ``interpretable_emb``.
 
-    Example:
-        >>> remove_interpretable_embedding_layer(net, emb)
+    See :func:`configure_interpretable_embedding_layer` for an example.
     """
     if not isinstance(interpretable_emb, InterpretableEmbeddingBase):
         raise ArgumentTypeError("`interpretable_emb` must be an InterpretableEmbeddingBase.")

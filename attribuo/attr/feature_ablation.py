@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
+from .._engine.call import parse_call
 from .._engine.perturb import (
     Evaluation,
     FeatureElements,
@@ -22,7 +22,7 @@ from .._engine.perturb import (
     replace_elements,
     spread,
 )
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import PerturbationAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -129,18 +129,18 @@ class FeatureAblation(PerturbationAttribution):
         **kwargs: Any,
     ) -> TensorOrTuple:
         """Ablation attributions, same form as ``inputs``."""
-        xs = as_tuple(inputs)
         # like Captum, only inputs[0] fixes the batch size (others may be sparse lists)
-        n = batch_size(xs, require_equal=False)
+        call = parse_call(inputs, target, additional_forward_args, require_equal_batch=False)
+        xs = call.inputs
         result = ablate(
             self.forward_func,
             xs,
             perturbation_baselines(xs, baselines),
             feature_masks(xs, feature_mask),
-            parse_target(target, n),
-            format_additional_args(additional_forward_args),
+            call.target,
+            call.args,
             perturbations_per_eval,
             show_progress,
             self.get_name(),
         )
-        return restore_form(is_tuple(inputs), result)
+        return call.result(result)

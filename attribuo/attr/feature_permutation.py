@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
+from .._engine.call import Call, parse_call
 from .._engine.perturb import Evaluation, Masks, feature_masks, feature_order, initial_output
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import PerturbationAttribution
 from .feature_ablation import ablate
 
@@ -131,35 +131,35 @@ class FeaturePermutation(PerturbationAttribution):
         **kwargs: Any,
     ) -> TensorOrTuple:
         """Permutation attributions, same form as ``inputs``."""
-        xs = as_tuple(inputs)
         # like Captum, only inputs[0] fixes the batch size (others may be sparse lists)
-        n = batch_size(xs, require_equal=False)
+        call = parse_call(inputs, target, additional_forward_args, require_equal_batch=False)
+        xs = call.inputs
         masks = feature_masks(xs, feature_mask)
-        if n < 2:
+        if call.batch < 2:
             warnings.warn(
                 "FeaturePermutation needs at least 2 examples to permute; every feature is "
                 "skipped and gets zero attribution",
                 stacklevel=2,
             )
-            result = _zeros(self.forward_func, xs, target, additional_forward_args)
+            result = _zeros(self.forward_func, call)
         else:
             result = permute(
                 self.forward_func,
                 xs,
                 masks,
-                parse_target(target, n),
-                format_additional_args(additional_forward_args),
+                call.target,
+                call.args,
                 perturbations_per_eval,
                 show_progress,
                 self.perm_func,
                 self.get_name(),
             )
-        return restore_form(is_tuple(inputs), result)
+        return call.result(result)
 
 
-def _zeros(forward_func: Callable, xs: tuple[Tensor, ...], target: Any, additional_forward_args: Any) -> tuple[Tensor, ...]:
-    ev = Evaluation(forward_func, xs, parse_target(target, xs[0].shape[0]),
-                    format_additional_args(additional_forward_args))
+def _zeros(forward_func: Callable, call: Call) -> tuple[Tensor, ...]:
+    xs = call.inputs
+    ev = Evaluation(forward_func, xs, call.target, call.args)
     out = initial_output(ev, xs)
     return tuple(torch.zeros((out.numel(),) + tuple(x.shape[1:]), dtype=out.dtype, device=x.device)
                  for x in xs)

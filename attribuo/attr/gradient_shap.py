@@ -21,18 +21,11 @@ from torch import Tensor
 
 from .._engine.baselines import full_baselines
 from .._engine.batching import bytes_per_copy, chunk_ranges, items_per_chunk
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentTypeError
 from .._engine.forward import output_gradients
-from .._engine.inputs import (
-    as_tuple,
-    batch_size,
-    format_additional_args,
-    is_batched,
-    is_tuple,
-    require_floating,
-    restore_form,
-)
-from .._engine.targets import Target, parse_target
+from .._engine.inputs import as_tuple, is_batched, is_tuple
+from .._engine.targets import Target
 from .base import GradientAttribution
 from .noise_tunnel import NoiseTunnel, _check_count
 
@@ -206,24 +199,18 @@ class InputBaselineXGradient(GradientAttribution):
         internal_batch_size: int | None = None,
     ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
         """Attributions at random points, same form as ``inputs``; optionally with deltas."""
-        xs = as_tuple(inputs)
-        require_floating(xs)
-        n = batch_size(xs)
-        tgt = parse_target(target, n)
-        args = format_additional_args(additional_forward_args)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        xs = call.inputs
         starts = full_baselines(xs, baselines)
         result = random_point_gradients(
-            partial(output_gradients, self.forward_func), xs, starts, tgt, args, internal_batch_size
+            partial(output_gradients, self.forward_func), xs, starts, call.target, call.args,
+            internal_batch_size,
         )
         if self.multiplies_by_inputs:
             result = tuple((x - b).mul_(g) for x, b, g in zip(xs, starts, result))
-        attributions = restore_form(is_tuple(inputs), result)
-        if not return_convergence_delta:
-            return attributions
-        delta = self.compute_convergence_delta(
-            attributions, starts, xs, target=target, additional_forward_args=additional_forward_args
+        return self._with_delta(
+            call.result(result), starts, xs, target, additional_forward_args, return_convergence_delta
         )
-        return attributions, delta
 
     def has_convergence_delta(self) -> bool:
         return True

@@ -8,16 +8,8 @@ from typing import Any
 from torch import Tensor
 
 from .._engine.baselines import full_baselines
-from .._engine.inputs import (
-    as_tuple,
-    batch_size,
-    format_additional_args,
-    is_tuple,
-    require_floating,
-    restore_form,
-)
+from .._engine.call import parse_call
 from .._engine.paths import integrate_path_gradients, path_weights
-from .._engine.targets import parse_target
 from .base import GradientAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -74,25 +66,18 @@ class IntegratedGradients(GradientAttribution):
         forward (at least one step). With ``return_convergence_delta=True``
         returns ``(attributions, delta)``, one delta per example.
         """
-        xs = as_tuple(inputs)
-        require_floating(xs)
-        n = batch_size(xs)
-        tgt = parse_target(target, n)
-        args = format_additional_args(additional_forward_args)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        xs = call.inputs
         starts = full_baselines(xs, baselines)
         alphas, weights = path_weights(method, n_steps)
         grads = integrate_path_gradients(
-            self.forward_func, starts, xs, alphas, weights, tgt, args, internal_batch_size
+            self.forward_func, starts, xs, alphas, weights, call.target, call.args, internal_batch_size
         )
         if self.multiplies_by_inputs:
             grads = tuple(g * (x - b) for g, x, b in zip(grads, xs, starts))
-        attributions = restore_form(is_tuple(inputs), grads)
-        if not return_convergence_delta:
-            return attributions
-        delta = self.compute_convergence_delta(
-            attributions, starts, xs, target=target, additional_forward_args=additional_forward_args
+        return self._with_delta(
+            call.result(grads), starts, xs, target, additional_forward_args, return_convergence_delta
         )
-        return attributions, delta
 
     def has_convergence_delta(self) -> bool:
         return True

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import as_tuple, batch_size, format_additional_args, require_floating
 from .._engine.sites import site_gradients, site_values
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import GradientAttribution, InternalAttribution, LayerAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -64,30 +64,8 @@ def prepare(
     inputs: Any, target: Any, additional_forward_args: Any, floating: bool = False
 ) -> tuple[tuple[Tensor, ...], Target, tuple[Any, ...]]:
     """Validated ``(inputs, target, additional args)`` as the engine takes them."""
-    xs = as_tuple(inputs)
-    if floating:
-        require_floating(xs)
-    tgt = parse_target(target, batch_size(xs))
-    return xs, tgt, format_additional_args(additional_forward_args)
-
-
-def with_delta(
-    method: GradientAttribution,
-    result: Any,
-    attributions: tuple[Tensor, ...],
-    starts: tuple[Tensor, ...],
-    xs: tuple[Tensor, ...],
-    target: Any,
-    additional_forward_args: Any,
-    return_convergence_delta: bool,
-) -> Any:
-    """``result``, or ``(result, delta)`` with the completeness delta of ``attributions``."""
-    if not return_convergence_delta:
-        return result
-    delta = method.compute_convergence_delta(
-        attributions, starts, xs, target=target, additional_forward_args=additional_forward_args
-    )
-    return result, delta
+    call = parse_call(inputs, target, additional_forward_args, floating=floating)
+    return call.inputs, call.target, call.args
 
 
 class MultipliesByInputs(InternalAttribution):

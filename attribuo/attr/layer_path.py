@@ -28,7 +28,6 @@ from .layer import (
     per_layer,
     prepare,
     single_layer,
-    with_delta,
 )
 
 
@@ -91,8 +90,8 @@ class _CompletePathMethod(LayerAttribution, GradientAttribution):
             xs, starts, tgt, args, n_steps, method, internal_batch_size,
             attribute_to_layer_input, grad_kwargs,
         )
-        return with_delta(
-            self, result, attrs, starts, xs, target, additional_forward_args, return_convergence_delta
+        return self._with_delta(
+            attrs, starts, xs, target, additional_forward_args, return_convergence_delta, result=result
         )
 
     def _integrate(

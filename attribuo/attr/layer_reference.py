@@ -27,7 +27,6 @@ from .layer import (
     layer_values_at,
     prepare,
     single_layer,
-    with_delta,
 )
 
 
@@ -209,7 +208,7 @@ class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, Gradient
             (ends,) = layer_values_at(self.forward_func, [layer], xs, args, use_input)
             (begins,) = layer_values_at(self.forward_func, [layer], starts, args, use_input)
             attrs = tuple((e - b) * g for e, b, g in zip(ends, begins, attrs))
-        return with_delta(
-            self, layer_form(attrs), attrs, starts, xs, target, additional_forward_args,
-            return_convergence_delta,
+        return self._with_delta(
+            attrs, starts, xs, target, additional_forward_args, return_convergence_delta,
+            result=layer_form(attrs),
         )

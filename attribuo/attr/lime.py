@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentValueError
-from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
+from .._engine.inputs import as_tuple, is_tuple
 from .._engine.perturb import (
     Evaluation,
     Masks,
@@ -24,7 +25,7 @@ from .._engine.perturb import (
     select_elements,
     spread,
 )
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .._utils.models import Model, SkLearnLasso
 from .base import PerturbationAttribution
 
@@ -285,10 +286,8 @@ class LimeBase(PerturbationAttribution):
         **kwargs: Any,
     ) -> Tensor:
         """Fit the interpretable model around ``inputs``; returns its ``representation()``."""
-        xs = as_tuple(inputs)
-        n = batch_size(xs)
-        args = format_additional_args(additional_forward_args)
-        tgt = parse_target(target, n)
+        call = parse_call(inputs, target, additional_forward_args)
+        xs = call.inputs
         generator = self.perturb_func(inputs, **kwargs) if inspect.isgeneratorfunction(self.perturb_func) else None
         interp, model_inputs, sims = [], [], []
         for _ in range(n_samples):
@@ -307,7 +306,7 @@ class LimeBase(PerturbationAttribution):
             sims.append(torch.as_tensor(sim, dtype=torch.float32).flatten())
         if not model_inputs:
             raise ArgumentValueError("`n_samples` must be at least 1")
-        evaluation = Evaluation(self.forward_func, xs, tgt, args)
+        evaluation = Evaluation(self.forward_func, xs, call.target, call.args)
         initial = initial_output(evaluation, xs)
         if initial.numel() != 1:
             raise ArgumentValueError(
@@ -412,8 +411,8 @@ class Lime(LimeBase):
                    perturbations_per_eval, return_input_shape, show_progress, **kwargs):
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ArgumentValueError(f"`n_samples` must be a positive int, got {n_samples!r}")
-        xs = as_tuple(inputs)
-        n = batch_size(xs)
+        call = parse_call(inputs, target, additional_forward_args)
+        xs, tgt, args = call.inputs, call.target, call.args
         base = perturbation_baselines(xs, baselines)
         masks, count = construct_feature_mask(feature_mask, xs)
         if count > 10000:
@@ -421,8 +420,6 @@ class Lime(LimeBase):
                 f"fitting an interpretable model with {count} features is slow; group features "
                 "with `feature_mask`", stacklevel=3,
             )
-        tgt = parse_target(target, n)
-        args = format_additional_args(additional_forward_args)
         groups = _groups(self.forward_func, xs, tgt, args, perturbations_per_eval)
         dtype = _result_dtype(xs)
         if self._fast():
@@ -435,7 +432,7 @@ class Lime(LimeBase):
             coefs = self._per_group(inputs, xs, base, masks, count, tgt, args, groups, n_samples,
                                     perturbations_per_eval, show_progress, kwargs)
         result = _shape_result(coefs, xs, masks, groups, return_input_shape, dtype)
-        return restore_form(is_tuple(inputs), result) if return_input_shape else result
+        return call.result(result) if return_input_shape else result
 
     def _per_group(self, inputs, xs, base, masks, count, tgt, args, groups, n_samples, per_eval, show_progress, kwargs):
         # user-supplied hooks: Captum's per-example loop, each example's samples evaluated in batches

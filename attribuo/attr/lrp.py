@@ -30,21 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.forward import run_forward, scalar_per_example
 from .._engine.hooks import forward_hooks, forward_pre_hooks, preserved_state
-from .._engine.inputs import (
-    as_tuple,
-    batch_size,
-    format_additional_args,
-    grad_ready,
-    is_tuple,
-    require_floating,
-    restore_form,
-)
+from .._engine.inputs import grad_ready, is_tuple, restore_form
 from .._engine.overrides import overriding, relu_rules
 from .._engine.sites import capture
-from .._engine.targets import parse_target
 from .base import Attribution, GradientAttribution, LayerAttribution
 from .lrp_rules import _MISSING, EpsilonRule, LayerCall, PropagationRule, default_rule
 
@@ -350,11 +342,8 @@ def lrp_relevance(
 
     All relevances are scaled so that they sum to the target output.
     """
-    xs = as_tuple(inputs)
-    require_floating(xs)
-    n = batch_size(xs)
-    tgt = parse_target(target, n)
-    args = format_additional_args(additional_forward_args)
+    call = parse_call(inputs, target, additional_forward_args, floating=True)
+    xs, n, tgt, args = call.inputs, call.batch, call.target, call.args
     plan = make_plan(model, composite, canonizers, xs, args)
     leaves = grad_ready(xs)
     with relevance_mode(model, plan, verbose) as forward, capture(layers, use_input, keep_graph=True) as records:

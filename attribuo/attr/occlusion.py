@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
 from .._engine.perturb import (
     Evaluation,
     evaluate_perturbations,
@@ -17,7 +17,7 @@ from .._engine.perturb import (
     perturbation_baselines,
     replace_elements,
 )
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import PerturbationAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -220,8 +220,8 @@ class Occlusion(PerturbationAttribution):
         show_progress: bool = False,
     ) -> TensorOrTuple:
         """Occlusion attributions, same form as ``inputs``."""
-        xs = as_tuple(inputs)
-        n = batch_size(xs)
+        call = parse_call(inputs, target, additional_forward_args)
+        xs = call.inputs
         windows = _per_input(sliding_window_shapes, xs, "sliding_window_shapes", None)
         steps = _per_input(strides, xs, "strides", tuple(1 for _ in xs))
         for i, (x, w, s) in enumerate(zip(xs, windows, steps)):
@@ -242,13 +242,13 @@ class Occlusion(PerturbationAttribution):
             perturbation_baselines(xs, baselines),
             windows,
             steps,
-            parse_target(target, n),
-            format_additional_args(additional_forward_args),
+            call.target,
+            call.args,
             perturbations_per_eval,
             show_progress,
             self.get_name(),
         )
-        return restore_form(is_tuple(inputs), result)
+        return call.result(result)
 
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         """Not available for Occlusion (as in Captum)."""

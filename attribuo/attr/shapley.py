@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._engine.inputs import as_tuple, batch_size, format_additional_args, is_tuple, restore_form
+from .._engine.call import parse_call
 from .._engine.perturb import (
     Evaluation,
     Masks,
@@ -23,7 +23,7 @@ from .._engine.perturb import (
     spread,
     warn_missing_ids,
 )
-from .._engine.targets import Target, parse_target
+from .._engine.targets import Target
 from .base import PerturbationAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -179,14 +179,14 @@ def shapley_exact(
 
 
 def _prepare(inputs: Any, baselines: Any, target: Any, additional_forward_args: Any, feature_mask: Any):
-    xs = as_tuple(inputs)
-    n = batch_size(xs)
-    return (
+    call = parse_call(inputs, target, additional_forward_args)
+    xs = call.inputs
+    return call, (
         xs,
         perturbation_baselines(xs, baselines),
         feature_masks(xs, feature_mask),
-        parse_target(target, n),
-        format_additional_args(additional_forward_args),
+        call.target,
+        call.args,
     )
 
 
@@ -227,15 +227,16 @@ class ShapleyValueSampling(PerturbationAttribution):
 
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ArgumentValueError(f"`n_samples` must be a positive int, got {n_samples!r}")
+        call, prepared = _prepare(inputs, baselines, target, additional_forward_args, feature_mask)
         result = shapley_sampling(
             self.forward_func,
-            *_prepare(inputs, baselines, target, additional_forward_args, feature_mask),
+            *prepared,
             n_samples=n_samples,
             perturbations_per_eval=perturbations_per_eval,
             show_progress=show_progress,
             desc=self.get_name(),
         )
-        return restore_form(is_tuple(inputs), result)
+        return call.result(result)
 
 
 class ShapleyValues(ShapleyValueSampling):
@@ -264,7 +265,7 @@ class ShapleyValues(ShapleyValueSampling):
         show_progress: bool = False,
     ) -> TensorOrTuple:
         """Exact Shapley values, same form as ``inputs``."""
-        prepared = _prepare(inputs, baselines, target, additional_forward_args, feature_mask)
+        call, prepared = _prepare(inputs, baselines, target, additional_forward_args, feature_mask)
         count = feature_count(prepared[2])
         if count >= 16:
             warnings.warn(
@@ -278,4 +279,4 @@ class ShapleyValues(ShapleyValueSampling):
             show_progress=show_progress,
             desc=self.get_name(),
         )
-        return restore_form(is_tuple(inputs), result)
+        return call.result(result)
