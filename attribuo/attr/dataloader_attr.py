@@ -235,10 +235,6 @@ class DataLoaderAttribution(Attribution):
         )
         return restore_form(was_tuple, out)
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
-        """Not available for DataLoaderAttribution (as in Captum)."""
-        raise NotImplementedError("attribute_future is not implemented for DataLoaderAttribution")
-
 
 class _Traversal:
     """The forward function FeatureAblation sees: switch rows in, one metric per row out."""

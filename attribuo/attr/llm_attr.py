@@ -189,9 +189,6 @@ class BaseLLMAttribution(Attribution):
             )
         return dict(model_input)
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(f"attribute_future is not implemented for {type(self).__name__}")
-
 
 class LLMAttribution(BaseLLMAttribution):
     """Perturbation attribution of an LLM's response to the features of its prompt.

@@ -425,10 +425,6 @@ class LRP(GradientAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
-        """Not available for LRP (as in Captum)."""
-        raise NotImplementedError("attribute_future is not implemented for LRP")
-
     def _run(self, inputs: Any, target: Any, args: Any, layers: Sequence[nn.Module], use_input: bool, verbose: bool):
         check_rules(self.model)
         return lrp_relevance(

@@ -249,7 +249,3 @@ class Occlusion(PerturbationAttribution):
             self.get_name(),
         )
         return call.result(result)
-
-    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
-        """Not available for Occlusion (as in Captum)."""
-        raise NotImplementedError("attribute_future is not implemented for Occlusion")

@@ -198,8 +198,9 @@ def test_bad_arguments():
         dla.attribute(loader, to_metric=lambda o: float(o.sum()))
     with pytest.raises(ArgumentValueError, match="no batch"):
         dla.attribute(DataLoader(TensorDataset(x[:0])))
-    with pytest.raises(NotImplementedError):
-        dla.attribute_future()
+    # unlike Captum, the future works (Attribution.attribute_future) and carries errors
+    with pytest.raises(ArgumentValueError, match="perturbations_per_pass"):
+        dla.attribute_future(loader, perturbations_per_pass=0).wait()
 
 
 def test_captum_import_path():
