@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -14,19 +13,13 @@ from .errors import ArgumentTypeError, ArgumentValueError
 from .targets import Target, parse_target
 
 
-@lru_cache(maxsize=256)
-def _takes_no_arguments(func: Callable) -> bool:
+def _no_args(func: Callable) -> bool:
+    # Not cached: layer/override wrappers are new closures per call that hold the
+    # user's tensors, and a cache keyed by them would keep those alive.
     try:
         return len(inspect.signature(func).parameters) == 0
     except (TypeError, ValueError):
         return False
-
-
-def _no_args(func: Callable) -> bool:
-    try:
-        return _takes_no_arguments(func)
-    except TypeError:  # unhashable callables
-        return len(inspect.signature(func).parameters) == 0
 
 
 def run_forward(

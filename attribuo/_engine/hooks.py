@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -66,7 +65,3 @@ def modules_of(forward_func: object) -> nn.Module | None:
         return forward_func
     owner = getattr(forward_func, "__self__", None)
     return owner if isinstance(owner, nn.Module) else None
-
-
-def no_grad_if(flag: bool):
-    return torch.no_grad() if flag else torch.enable_grad()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .errors import ArgumentTypeError, ArgumentValueError
@@ -106,7 +105,3 @@ def expand_batch(t: Tensor, times: int, interleave: bool = False) -> Tensor:
     if interleave:
         return t.repeat_interleave(times, dim=0)
     return t.repeat((times,) + (1,) * (t.dim() - 1))
-
-
-def same_form_zeros(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return tuple(torch.zeros_like(t) for t in inputs)

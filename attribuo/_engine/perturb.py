@@ -419,6 +419,11 @@ def initial_output(evaluation: Evaluation, inputs: tuple[Tensor, ...]) -> Tensor
         )
 
 
+def feature_count(masks: Masks) -> int:
+    """Number of features: one more than the largest id in ``masks`` (0 when they are empty)."""
+    return max((int(m.max()) for m in masks if m.numel()), default=-1) + 1
+
+
 def warn_missing_ids(masks: Masks, count: int) -> None:
     """Captum's warning when ids 0..count-1 are not all used."""
     present = torch.zeros(count, dtype=torch.bool)

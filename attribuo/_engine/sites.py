@@ -214,22 +214,6 @@ def site_values(
     return records
 
 
-def layer_values(
-    forward_func: Callable,
-    layer: nn.Module,
-    inputs: tuple[Tensor, ...],
-    additional_args: tuple[Any, ...] = (),
-    use_input: bool = False,
-    target: Any = None,
-    keep_graph: bool = False,
-) -> tuple[Captured, Tensor]:
-    """Run one forward; return what ``layer`` saw or produced, and the selected output."""
-    with capture([layer], use_input, keep_graph) as (record,):
-        output = run_forward(forward_func, inputs, target, additional_args)
-    _require_called([record], [layer])
-    return record, output
-
-
 def site_gradients(
     forward_func: Callable,
     layers: Sequence[nn.Module],

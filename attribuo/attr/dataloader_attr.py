@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import restore_form
-from .._engine.perturb import feature_masks
+from .._engine.perturb import feature_count, feature_masks
 from .base import Attribution
 from .feature_ablation import FeatureAblation
 
@@ -206,7 +206,7 @@ class DataLoaderAttribution(Attribution):
                     f"`feature_mask[{i}]` must have a first dim of 1 (one mask shared by every "
                     f"batch), got shape {tuple(m.shape)}"
                 )
-        n_features = 1 + max((int(m.max()) for m in masks if m.numel()), default=-1)
+        n_features = feature_count(masks)
         # ids that no element carries would perturb nothing (zero attribution): skip them
         present = torch.unique(torch.cat([m.reshape(-1).cpu() for m in masks]))
         # each input's mask with ids renumbered to switch columns 0..len(present)-1

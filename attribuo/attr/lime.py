@@ -19,6 +19,7 @@ from .._engine.perturb import (
     Masks,
     blend,
     evaluate_perturbations,
+    feature_count,
     feature_masks,
     initial_output,
     perturbation_baselines,
@@ -128,7 +129,7 @@ def construct_feature_mask(feature_mask: Any, formatted_inputs: tuple[Tensor, ..
         if low != 0:
             warnings.warn("Minimum element in feature mask is not 0, shifting indices to start at 0.", stacklevel=3)
             masks = tuple(m - low for m in masks)
-    count = max((int(m.max()) for m in masks if m.numel()), default=-1) + 1
+    count = feature_count(masks)
     return masks, count
 
 

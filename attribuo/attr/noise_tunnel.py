@@ -14,7 +14,6 @@ to the input's dtype), and baseline rows picked with
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -283,27 +282,13 @@ class NoiseTunnel(Attribution):
 
 def _keyword_names(method: Any) -> frozenset[str] | None:
     """The argument names ``method`` takes; None when it takes any keyword (or is opaque)."""
-    func = getattr(method, "__func__", None)
-    if func is None:  # not a bound method: nothing to cache on
-        return _parameter_names(method, bound=False)
     try:
-        return _cached_parameter_names(func, True)
-    except TypeError:  # unhashable function
-        return _parameter_names(func, bound=True)
-
-
-def _parameter_names(func: Any, bound: bool) -> frozenset[str] | None:
-    try:
-        params = list(inspect.signature(func).parameters.values())
+        params = list(inspect.signature(method).parameters.values())  # bound: no ``self``
     except (TypeError, ValueError):
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return frozenset(p.name for p in params[1 if bound else 0:])  # a bound method skips self
-
-
-# signatures are read once per method, not on every call
-_cached_parameter_names = functools.lru_cache(maxsize=256)(_parameter_names)
+    return frozenset(p.name for p in params)
 
 
 def _accumulate(totals: list[Tensor], i: int, value: Tensor) -> None:

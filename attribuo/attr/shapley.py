@@ -16,6 +16,7 @@ from .._engine.perturb import (
     Masks,
     blend,
     evaluate_perturbations,
+    feature_count,
     feature_masks,
     initial_output,
     perturbation_baselines,
@@ -65,11 +66,6 @@ def coalition_values(
     ):
         values[start:stop] = rows
     return initial, values
-
-
-def feature_count(masks: Masks) -> int:
-    """Number of features: one more than the largest id in ``masks`` (0 when they are empty)."""
-    return int(max((int(m.max()) for m in masks if m.numel()), default=-1)) + 1
 
 
 def _float(t: Tensor) -> torch.dtype:
