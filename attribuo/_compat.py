@@ -18,18 +18,18 @@ import types
 # (prefix of the Captum-style path, public package the names come from); longest first
 _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.attr._utils.visualization", "attribuo.attr.visualization"),
-    ("attribuo.attr._utils.lrp_rules", "attribuo.attr.lrp_rules"),
-    ("attribuo.attr._utils.stat", "attribuo.attr.stat"),
-    ("attribuo.attr._utils.summarizer", "attribuo.attr.summarizer"),
-    ("attribuo.attr._utils.class_summarizer", "attribuo.attr.summarizer"),
-    ("attribuo.attr._utils.baselines", "attribuo.attr.baselines_product"),
+    ("attribuo.attr._utils.lrp_rules", "attribuo.attr.relevance.rules"),
+    ("attribuo.attr._utils.stat", "attribuo.attr.utils.stat"),
+    ("attribuo.attr._utils.summarizer", "attribuo.attr.utils.summarizer"),
+    ("attribuo.attr._utils.class_summarizer", "attribuo.attr.utils.summarizer"),
+    ("attribuo.attr._utils.baselines", "attribuo.attr.utils.baselines"),
     # module-level Lime helpers (get_exp_kernel_similarity_function, default_perturb_func, ...)
-    ("attribuo.attr._core.lime", "attribuo.attr.lime"),
-    ("attribuo.attr._core.feature_permutation", "attribuo.attr.feature_permutation"),
-    ("attribuo.attr._core.llm_attr", "attribuo.attr.llm_attr"),
-    ("attribuo.attr._utils.interpretable_input", "attribuo.attr.interpretable_input"),
+    ("attribuo.attr._core.lime", "attribuo.attr.perturbation.lime"),
+    ("attribuo.attr._core.feature_permutation", "attribuo.attr.perturbation.feature_permutation"),
+    ("attribuo.attr._core.llm_attr", "attribuo.attr.text.llm_attr"),
+    ("attribuo.attr._utils.interpretable_input", "attribuo.attr.text.interpretable_input"),
     # InputRole and the default reducer live in the submodule
-    ("attribuo.attr._core.dataloader_attr", "attribuo.attr.dataloader_attr"),
+    ("attribuo.attr._core.dataloader_attr", "attribuo.attr.perturbation.dataloader_attr"),
     ("attribuo.attr._utils", "attribuo.attr"),
     ("attribuo.attr._core", "attribuo.attr"),
     ("attribuo.attr._models", "attribuo.attr"),
@@ -41,7 +41,41 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.concept._core", "attribuo.concept"),
     ("attribuo.influence._core", "attribuo.influence"),
     # Captum's linear_model package (SkLearnLasso & co. for Lime) is one module here
-    ("attribuo._utils.models", "attribuo._utils.models"),
+    ("attribuo._utils.models", "attribuo.attr.perturbation.linear_models"),
+    ("attribuo._utils", "attribuo.attr.perturbation.linear_models"),
+    # attribuo 0.1's flat module paths, before the families became packages
+    *(
+        (f"attribuo.attr.{old}", f"attribuo.attr.{new}")
+        for old, new in (
+            ("lrp_rules", "relevance.rules"),
+            ("lrp_composites", "relevance"),
+            ("lrp", "relevance"),
+            ("guided", "gradient.guided_backprop"),
+            ("guided_gradcam", "cam.guided_grad_cam"),
+            ("integrated_gradients", "gradient.integrated_gradients"),
+            ("gradient_shap", "gradient.gradient_shap"),
+            ("noise_tunnel", "gradient.noise_tunnel"),
+            ("deeplift", "gradient.deeplift"),
+            ("feature_ablation", "perturbation.feature_ablation"),
+            ("feature_permutation", "perturbation.feature_permutation"),
+            ("occlusion", "perturbation.occlusion"),
+            ("shapley", "perturbation.shapley"),
+            ("lime", "perturbation.lime"),
+            ("kernel_shap", "perturbation.kernel_shap"),
+            ("dataloader_attr", "perturbation.dataloader_attr"),
+            ("layer_path", "layer.path_integrals"),
+            ("layer_reference", "layer"),
+            ("layer_perturb", "layer.perturbation"),
+            ("llm_attr", "text.llm_attr"),
+            ("llm_result", "text.llm_result"),
+            ("interpretable_input", "text.interpretable_input"),
+            ("embeddings", "text.embeddings"),
+            ("summarizer", "utils.summarizer"),
+            ("stat", "utils.stat"),
+            ("baselines_product", "utils.baselines"),
+            ("input_layer_wrapper", "utils.input_wrapper"),
+        )
+    ),
 )
 
 
@@ -75,10 +109,15 @@ _KNOWN = frozenset(
     influence._core.influence_function influence._core.arnoldi_influence_function
     influence._core.tracincp influence._core.tracincp_fast_rand_proj
     influence._core.similarity_influence
-    _utils.models.linear_model _utils.models.linear_model.model
+    _utils _utils.models _utils.models.linear_model _utils.models.linear_model.model
     _utils.models.linear_model.train _utils.models.model
     """.split()
-)
+) | {f"attr.{old}" for old in (
+    "lrp_rules lrp_composites lrp guided guided_gradcam integrated_gradients gradient_shap "
+    "noise_tunnel deeplift feature_ablation feature_permutation occlusion shapley lime "
+    "kernel_shap dataloader_attr layer_path layer_reference layer_perturb llm_attr llm_result "
+    "interpretable_input embeddings summarizer stat baselines_product input_layer_wrapper"
+).split()}
 
 
 def _public_package(fullname: str) -> str | None:

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .batching import bytes_per_copy, chunk_ranges, items_per_chunk
 from .errors import ArgumentValueError
 from .forward import output_gradients
-from .inputs import expand_additional_args, expand_batch
+from .inputs import expand_additional_args
+from .sites import site_gradients
 from .targets import Target
 
 PATH_METHODS = (
@@ -125,4 +126,40 @@ def integrate_path_gradients(
     return tuple(totals)
 
 
-__all__ = ["PATH_METHODS", "path_weights", "path_points", "path_chunks", "integrate_path_gradients", "expand_batch"]
+def site_path_evaluations(
+    forward_func: Callable,
+    layer: nn.Module,
+    starts: tuple[Tensor, ...],
+    ends: tuple[Tensor, ...],
+    alphas: list[float],
+    target: Target,
+    additional_args: tuple[Any, ...] = (),
+    use_input: bool = False,
+    internal_batch_size: int | None = None,
+    grad_kwargs: dict | None = None,
+) -> Evaluations:
+    """``(lo, hi, grads, values)`` for the path steps ``lo:hi``, each ``[hi - lo, batch, ...]``.
+
+    ``values`` are the layer's values at the points, ``grads`` the gradients
+    of the targeted output with respect to them.
+    """
+    n = ends[0].shape[0]
+    for lo, hi, points in path_chunks(starts, ends, alphas, internal_batch_size):
+        k = hi - lo
+        (record,) = site_gradients(
+            forward_func,
+            [layer],
+            points,
+            target.repeat(k),
+            expand_additional_args(additional_args, n, k),
+            use_input,
+            grad_kwargs,
+        )
+        yield lo, hi, _by_step(record.extra["grads"], k), _by_step(record.values, k)
+
+
+def _by_step(tensors: tuple[Tensor, ...], k: int) -> tuple[Tensor, ...]:
+    return tuple(t.reshape((k, -1) + t.shape[1:]) for t in tensors)
+
+
+Evaluations = Iterator[tuple[int, int, tuple[Tensor, ...], tuple[Tensor, ...]]]

@@ -1,4 +1,11 @@
-"""Attribution methods: primary, layer and neuron, with Captum's names and arguments."""
+"""Attribution methods: primary, layer and neuron, with Captum's names and arguments.
+
+One package per family (see ``docs/architecture.md``): :mod:`.gradient`,
+:mod:`.relevance`, :mod:`.perturbation`, :mod:`.cam`, :mod:`.layer`,
+:mod:`.neuron`, :mod:`.text` and :mod:`.utils`; :mod:`.visualization` draws
+the results. Every public class is importable from here, as from
+``captum.attr``.
+"""
 
 from . import visualization  # numpy only; matplotlib loads when drawing
 from .base import (
@@ -9,46 +16,40 @@ from .base import (
     NeuronAttribution,
     PerturbationAttribution,
 )
-from .baselines_product import ProductBaselines
 from .cam import (
     EigenCam,
     GradCamPlusPlus,
+    GuidedGradCam,
     HiResCam,
     LayerCam,
     LayerGradCam,
     ScoreCam,
     XGradCam,
 )
-from .dataloader_attr import DataLoaderAttribution, InputRole
-from .deeplift import DeepLift, DeepLiftShap
-from .embeddings import (
-    InterpretableEmbeddingBase,
-    TokenReferenceBase,
-    configure_interpretable_embedding_layer,
-    remove_interpretable_embedding_layer,
+from .gradient import (
+    Deconvolution,
+    DeepLift,
+    DeepLiftShap,
+    GradientShap,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
 )
-from .feature_ablation import FeatureAblation
-from .feature_permutation import FeaturePermutation
-from .gradient import InputXGradient, Saliency
-from .gradient_shap import GradientShap
-from .guided import Deconvolution, GuidedBackprop
-from .guided_gradcam import GuidedGradCam
-from .input_layer_wrapper import InputIdentity, ModelInputWrapper
-from .integrated_gradients import IntegratedGradients
-from .interpretable_input import (
-    ImageMaskInput,
-    InterpretableInput,
-    TextTemplateInput,
-    TextTokenInput,
+from .layer import (
+    InternalInfluence,
+    LayerActivation,
+    LayerConductance,
+    LayerDeepLift,
+    LayerDeepLiftShap,
+    LayerFeatureAblation,
+    LayerFeaturePermutation,
+    LayerGradientShap,
+    LayerGradientXActivation,
+    LayerIntegratedGradients,
+    LayerLRP,
 )
-from .kernel_shap import KernelShap
-from .layer import LayerActivation, LayerGradientXActivation
-from .layer_path import InternalInfluence, LayerConductance, LayerIntegratedGradients
-from .layer_perturb import LayerFeatureAblation, LayerFeaturePermutation
-from .layer_reference import LayerDeepLift, LayerDeepLiftShap, LayerGradientShap
-from .lime import Lime, LimeBase
-from .llm_attr import LLMAttribution, LLMAttributionResult, LLMGradientAttribution
-from .lrp import LRP, LayerLRP
 from .neuron import (
     NeuronConductance,
     NeuronDeconvolution,
@@ -60,11 +61,50 @@ from .neuron import (
     NeuronGuidedBackprop,
     NeuronIntegratedGradients,
 )
-from .noise_tunnel import NoiseTunnel
-from .occlusion import Occlusion
-from .shapley import ShapleyValues, ShapleyValueSampling
-from .stat import MSE, CommonStats, Count, Max, Mean, Min, StatValue, StdDev, Sum, Var
-from .summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
+from .perturbation import (
+    DataLoaderAttribution,
+    FeatureAblation,
+    FeaturePermutation,
+    InputRole,
+    KernelShap,
+    Lime,
+    LimeBase,
+    Occlusion,
+    ShapleyValues,
+    ShapleyValueSampling,
+)
+from .relevance import LRP
+from .text import (
+    ImageMaskInput,
+    InterpretableEmbeddingBase,
+    InterpretableInput,
+    LLMAttribution,
+    LLMAttributionResult,
+    LLMGradientAttribution,
+    TextTemplateInput,
+    TextTokenInput,
+    TokenReferenceBase,
+    configure_interpretable_embedding_layer,
+    remove_interpretable_embedding_layer,
+)
+from .utils import (
+    MSE,
+    ClassSummarizer,
+    CommonStats,
+    Count,
+    InputIdentity,
+    Max,
+    Mean,
+    Min,
+    ModelInputWrapper,
+    ProductBaselines,
+    StatValue,
+    StdDev,
+    Sum,
+    Summarizer,
+    SummarizerSingleTensor,
+    Var,
+)
 
 __all__ = [
     "FeatureAblation",

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from .._engine.errors import ArgumentValueError
-from .._utils.models import SkLearnSGDClassifier, _sklearn_module
+from ..attr.perturbation.linear_models import SkLearnSGDClassifier, _sklearn_module
 
 
 class Classifier(ABC):

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError  # noqa: E402
 from attribuo.attr import visualization as viz  # noqa: E402
+from attribuo.attr.visualization import text as viz_text  # noqa: E402
 
 N = 10  # cells per side; each cell is PX x PX pixels in the PNG
 PX = 10
@@ -277,7 +278,7 @@ def records():
 
 
 def test_visualize_text_escapes_tokens_and_labels(monkeypatch):
-    monkeypatch.setattr(viz, "HAS_IPYTHON", False)
+    monkeypatch.setattr(viz_text, "HAS_IPYTHON", False)
     markup = viz.visualize_text(records())
     assert isinstance(markup, str)
     assert "<script>" not in markup and "<b>pos" not in markup and "<i>" not in markup
@@ -291,7 +292,7 @@ def test_visualize_text_escapes_tokens_and_labels(monkeypatch):
 
 
 def test_visualize_text_colours_legend_and_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(viz, "HAS_IPYTHON", False)
+    monkeypatch.setattr(viz_text, "HAS_IPYTHON", False)
     path = tmp_path / "text.html"
     markup = viz.visualize_text(records(), save_path=path)
     cells = markup.split("<mark")[1:]
@@ -310,9 +311,9 @@ def test_visualize_text_displays_through_ipython_when_available(monkeypatch):
         def __init__(self, data):
             self.data = data
 
-    monkeypatch.setattr(viz, "HAS_IPYTHON", True)
-    monkeypatch.setattr(viz, "HTML", FakeHTML, raising=False)
-    monkeypatch.setattr(viz, "display", shown.append, raising=False)
+    monkeypatch.setattr(viz_text, "HAS_IPYTHON", True)
+    monkeypatch.setattr(viz_text, "HTML", FakeHTML, raising=False)
+    monkeypatch.setattr(viz_text, "display", shown.append, raising=False)
     result = viz.visualize_text(records())
     assert shown == [result] and "&lt;script&gt;" in result.data
 

@@ -1,1 +1,0 @@
-"""Utilities mirroring ``captum._utils`` (interpretable models for Lime/KernelShap)."""

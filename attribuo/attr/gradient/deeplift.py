@@ -1,0 +1,342 @@
+"""DeepLift (Rescale rule) and DeepLiftShap.
+
+The algorithm lives in :func:`deeplift_multipliers`, which takes any forward
+function; the classes only parse Captum's arguments and turn multipliers into
+attributions. Layer and neuron variants bind the same function to another
+forward (the rest of a model after a layer, or a neuron's activation).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..._engine.baselines import full_baselines
+from ..._engine.call import parse_call
+from ..._engine.errors import ArgumentTypeError, ArgumentValueError
+from ..._engine.forward import run_forward, scalar_per_example
+from ..._engine.hooks import modules_of, preserved_state
+from ..._engine.inputs import expand_additional_args
+from ..._engine.overrides import overriding
+from ..._engine.targets import Target
+from ..base import GradientAttribution
+from .deeplift_rules import RescaleRules
+
+TensorOrTuple = Tensor | tuple[Tensor, ...]
+
+
+def deeplift_multipliers(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    target: Target,
+    additional_args: tuple[Any, ...] = (),
+    eps: float = 1e-10,
+    *,
+    method: str = "DeepLift",
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """DeepLift's Rescale multipliers of the targeted output w.r.t. ``inputs``.
+
+    Runs ``forward_func`` once on ``[inputs; baselines]`` (each input tensor
+    concatenated with its baseline along dim 0; tensor ``additional_args``
+    whose dim 0 is the batch are concatenated with themselves, and ``target``
+    is repeated to match), with every covered non-linearity replaced by its
+    Rescale rule (:mod:`attribuo.attr.gradient.deeplift_rules`), and differentiates
+    the sum of the targeted outputs with respect to the input half.
+
+    Args:
+        forward_func: any callable taking ``*inputs, *additional_args``;
+            layer and neuron methods pass a forward that replaces a layer's
+            output or returns one neuron (then ``target`` is empty).
+        inputs, baselines: tuples of tensors of equal shapes, dim 0 the batch.
+        target: a parsed :class:`~attribuo._engine.targets.Target` for the
+            ``N`` inputs.
+        additional_args: extra forward arguments for the ``N`` inputs.
+        eps: below this ``|x - x0|`` a rule uses the ordinary derivative.
+        method: the name used in warnings about uncovered non-linearities.
+
+    Returns:
+        ``(multipliers, output_difference)``: one multiplier tensor per input
+        (``(inputs - baselines) * multipliers`` are the attributions), and the
+        per-example ``F(inputs) - F(baselines)`` of the same forward pass, or
+        ``None`` when the forward returns one value for the whole batch.
+
+    Example:
+        >>> import torch
+        >>> from attribuo._engine.targets import parse_target
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
+        >>> x, x0 = torch.rand(3, 2), torch.zeros(3, 2)
+        >>> m, diff = deeplift_multipliers(model, (x,), (x0,), parse_target(0))
+        >>> torch.allclose(((x - x0) * m[0]).sum(1), diff, atol=1e-6)
+        True
+    """
+    n = inputs[0].shape[0]
+    joint = tuple(
+        torch.cat((x.detach(), b.detach().to(x.dtype))).requires_grad_() for x, b in zip(inputs, baselines)
+    )
+    args = expand_additional_args(additional_args, n, 2)
+    rules = RescaleRules(eps)
+    forward = overriding(forward_func, rules.table())
+    with preserved_state(modules_of(forward_func)), torch.enable_grad():
+        selected = run_forward(forward, joint, target.repeat(2), args)
+        values = scalar_per_example(selected, 2 * n)
+        grads = torch.autograd.grad(values.sum(), joint, allow_unused=True, materialize_grads=True)
+    rules.warn(method, stacklevel=5)
+    values = values.detach()
+    difference = values[:n] - values[n:] if values.dim() == 1 else None
+    return tuple(g[:n] for g in grads), difference
+
+
+def attributions_from_multipliers(
+    multipliers: tuple[Tensor, ...],
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    multiply_by_inputs: bool = True,
+    custom_attribution_func: Callable | None = None,
+) -> tuple[Tensor, ...]:
+    """Captum's last step: ``custom_attribution_func``, or ``(x - x0) * m``, or ``m``.
+
+    ``custom_attribution_func`` is called with ``(multipliers)``,
+    ``(multipliers, inputs)`` or ``(multipliers, inputs, baselines)``
+    depending on how many parameters it declares, and must return a tuple
+    with one tensor per input.
+
+    Example:
+        >>> import torch
+        >>> m, x, x0 = (torch.ones(1, 2),), (torch.tensor([[3.0, 4.0]]),), (torch.ones(1, 2),)
+        >>> attributions_from_multipliers(m, x, x0)
+        (tensor([[2., 3.]]),)
+    """
+    if custom_attribution_func is None:
+        if not multiply_by_inputs:
+            return multipliers
+        return tuple((x - b) * m for x, b, m in zip(inputs, baselines, multipliers))
+    given = (multipliers, inputs, baselines)
+    result = custom_attribution_func(*given[: _parameter_count(custom_attribution_func)])
+    if isinstance(result, Tensor) and len(inputs) == 1:
+        result = (result,)
+    if not isinstance(result, tuple) or len(result) != len(inputs) or not all(
+        isinstance(r, Tensor) for r in result
+    ):
+        raise ArgumentTypeError(
+            f"`custom_attribution_func` must return a tuple of {len(inputs)} tensor(s), one per "
+            f"input; got {type(result).__name__}"
+        )
+    n = inputs[0].shape[0]
+    for i, r in enumerate(result):
+        if r.dim() == 0 or r.shape[0] != n:
+            raise ArgumentValueError(
+                f"`custom_attribution_func` returned a tensor of shape {tuple(r.shape)} for input "
+                f"{i}; it must keep the batch dim of {n} examples"
+            )
+    return result
+
+
+def _parameter_count(func: Callable) -> int:
+    if not callable(func):
+        raise ArgumentTypeError(
+            f"`custom_attribution_func` must be callable, got {type(func).__name__}"
+        )
+    try:
+        count = len(inspect.signature(func).parameters)
+    except (TypeError, ValueError) as error:
+        raise ArgumentTypeError(f"`custom_attribution_func` has no inspectable signature: {error}") from None
+    if not 1 <= count <= 3:
+        raise ArgumentValueError(
+            "`custom_attribution_func` must take 1 to 3 arguments (multipliers, inputs, "
+            f"baselines); it takes {count}"
+        )
+    return count
+
+
+def expand_pairs(
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    target: Target,
+    additional_args: tuple[Any, ...],
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Target, tuple[Any, ...]]:
+    """Every (input, baseline) pair as one example, input-major (DeepLiftShap's order).
+
+    With ``N`` inputs and ``B`` baselines, pair ``i * B + j`` holds input
+    ``i`` and baseline ``j``; targets and batched arguments follow the inputs.
+
+    Example:
+        >>> import torch
+        >>> from attribuo._engine.targets import parse_target
+        >>> xs, bs, _, _ = expand_pairs((torch.tensor([[1.0], [2.0]]),),
+        ...                              (torch.tensor([[0.0], [9.0]]),), parse_target(None), ())
+        >>> xs[0].flatten().tolist(), bs[0].flatten().tolist()
+        ([1.0, 1.0, 2.0, 2.0], [0.0, 9.0, 0.0, 9.0])
+    """
+    n, b = inputs[0].shape[0], baselines[0].shape[0]
+    xs = tuple(x.repeat_interleave(b, dim=0) for x in inputs)
+    bs = tuple(base.repeat((n,) + (1,) * (base.dim() - 1)) for base in baselines)
+    args = expand_additional_args(additional_args, n, b, interleave=True)
+    return xs, bs, target.repeat(b, interleave=True), args
+
+
+def mean_over_baselines(t: Tensor, n_inputs: int, n_baselines: int) -> Tensor:
+    """Average per-pair values (laid out as :func:`expand_pairs` does) over the baselines."""
+    return t.reshape(n_inputs, n_baselines, *t.shape[1:]).mean(dim=1)
+
+
+class DeepLift(GradientAttribution):
+    """DeepLIFT with the Rescale rule (Shrikumar et al., 2017; Ancona et al., 2018).
+
+    Each covered non-linearity passes back ``(f(x) - f(x0)) / (x - x0)``
+    instead of its derivative, so that the attributions of an example add up
+    to ``F(x) - F(x0)``. The rule is applied to ReLU, ELU, LeakyReLU,
+    Sigmoid, Tanh, Softplus, Softmax and MaxPool1d/2d/3d whether they are
+    written as modules (also reused), functional calls or tensor methods; a
+    warning names any other non-linear function met in the forward. Inputs
+    and baselines run together in one forward of ``2 * N`` examples, so dim 0
+    of every tensor reaching a non-linearity must be that batch (a warning
+    says where it cannot be). Softmax follows Captum: its multipliers are
+    centred over the whole batch, so they depend on the other examples.
+    Unlike Captum, two non-linearities in a row (e.g. ReLU then MaxPool) still
+    add up to ``F(x) - F(x0)``, and where ``x == x0`` at a max pool each
+    example gets its own ordinary gradient.
+
+    ``model`` may be an ``nn.Module`` or any callable.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import DeepLift
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.rand(2, 3)
+        >>> attr, delta = DeepLift(model).attribute(x, target=1, return_convergence_delta=True)
+        >>> bool(delta.abs().max() < 1e-5)
+        True
+    """
+
+    def __init__(self, model: Callable, multiply_by_inputs: bool = True, eps: float = 1e-10) -> None:
+        super().__init__(model)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+            raise ArgumentValueError(f"`eps` must be a non-negative number, got {eps!r}")
+        self.model = model
+        self.eps = float(eps)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: Any = None,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        custom_attribution_func: Callable | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """DeepLift attributions of ``target`` to ``inputs``, same form as ``inputs``.
+
+        ``baselines``: None (zeros), a number, or per input a tensor of the
+        input's shape or of one example's shape. With
+        ``return_convergence_delta=True`` also returns, per example, the sum
+        of the attributions minus ``F(inputs) - F(baselines)``.
+        """
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        bs = full_baselines(call.inputs, baselines)
+        attributions, delta = self._attribute(
+            call.inputs, bs, call.target, call.args, custom_attribution_func, type(self).__name__
+        )
+        result = call.result(attributions)
+        return (result, delta) if return_convergence_delta else result
+
+    def _attribute(self, xs, bs, tgt, args, custom, method):
+        multipliers, difference = deeplift_multipliers(self.forward_func, xs, bs, tgt, args, self.eps, method=method)
+        attributions = attributions_from_multipliers(
+            multipliers, xs, bs, self.multiplies_by_inputs, custom
+        )
+        n = xs[0].shape[0]
+        if difference is None:  # one output for the whole batch: recompute per example
+            delta = self.compute_convergence_delta(attributions, bs, xs, tgt, args)
+        else:
+            delta = sum(a.reshape(n, -1).sum(1) for a in attributions) - difference
+        return attributions, delta
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+
+class DeepLiftShap(DeepLift):
+    """DeepLift averaged over a distribution of baselines (SHAP's DeepExplainer idea).
+
+    Every input is paired with every baseline of ``baselines`` (``B > 1``
+    examples); DeepLift runs on all pairs in one forward and the attributions
+    are averaged over the baselines. Convergence deltas are returned per
+    pair, ``N * B`` of them, input-major.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import DeepLiftShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x, dist = torch.rand(2, 3), torch.randn(5, 3)
+        >>> attr, delta = DeepLiftShap(model).attribute(x, dist, target=0, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 3]), torch.Size([10]))
+    """
+
+    def __init__(self, model: Callable, multiply_by_inputs: bool = True) -> None:
+        super().__init__(model, multiply_by_inputs=multiply_by_inputs)
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: TensorOrTuple,
+        baselines: TensorOrTuple | Callable[..., TensorOrTuple],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        custom_attribution_func: Callable | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """Mean DeepLift attributions over the baselines, same form as ``inputs``.
+
+        ``baselines``: per input a tensor of ``B > 1`` baseline examples, or a
+        callable returning them (called with ``inputs`` when it takes an
+        argument).
+        """
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        dist = baseline_distribution(call.inputs, inputs, baselines)
+        pairs = expand_pairs(call.inputs, dist, call.target, call.args)
+        attributions, delta = self._attribute(*pairs, custom_attribution_func, type(self).__name__)
+        b = dist[0].shape[0]
+        result = call.result(tuple(mean_over_baselines(a, call.batch, b) for a in attributions))
+        return (result, delta) if return_convergence_delta else result
+
+
+def baseline_distribution(
+    xs: tuple[Tensor, ...], inputs: Any, baselines: Any, name: str = "baselines"
+) -> tuple[Tensor, ...]:
+    """Check a baseline distribution (or call the callable giving one): ``B > 1`` examples per input."""
+    if callable(baselines) and not isinstance(baselines, Tensor):
+        takes_inputs = len(inspect.signature(baselines).parameters) > 0
+        baselines = baselines(inputs) if takes_inputs else baselines()
+    dist = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(dist) != len(xs):
+        raise ArgumentValueError(
+            f"`{name}` has {len(dist)} entries but there are {len(xs)} inputs; give one "
+            "baseline distribution per input tensor"
+        )
+    sizes = set()
+    for i, (x, b) in enumerate(zip(xs, dist)):
+        where = f"`{name}[{i}]`" if len(xs) > 1 else f"`{name}`"
+        if not isinstance(b, Tensor):
+            raise ArgumentTypeError(
+                f"{where} must be a tensor of baseline examples (dim 0 = number of baselines), "
+                f"got {type(b).__name__}; for a single baseline use DeepLift"
+            )
+        if b.dim() == 0 or b.shape[0] < 2 or b.shape[1:] != x.shape[1:]:
+            raise ArgumentValueError(
+                f"{where} must hold more than one baseline example of shape {tuple(x.shape[1:])}, "
+                f"got shape {tuple(b.shape)}; for a single baseline use DeepLift"
+            )
+        sizes.add(b.shape[0])
+    if len(sizes) > 1:
+        raise ArgumentValueError(f"every tensor in `{name}` must have the same number of baselines, got {sorted(sizes)}")
+    return tuple(b.detach().to(device=x.device, dtype=x.dtype) for x, b in zip(xs, dist))

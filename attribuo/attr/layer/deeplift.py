@@ -1,0 +1,120 @@
+"""Layer attribution against references: DeepLift, DeepLiftShap (and GradientShap).
+
+The primary method runs on the model *after* the layer (the layer's output
+replaced by the given values), between the layer's values at the inputs
+and at the baselines; so the rules, the baseline forms and the convergence
+delta are the primary method's own. See :mod:`attribuo.attr.layer.common` for
+the conventions shared by the layer classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..._engine.baselines import full_baselines
+from ..._engine.sites import site_function
+from ..._engine.targets import Target
+from ..base import GradientAttribution, LayerAttribution
+from ..gradient.deeplift import DeepLift, baseline_distribution, expand_pairs, mean_over_baselines
+from .common import (
+    MultipliesByInputs,
+    TensorOrTuple,
+    layer_form,
+    layer_values_at,
+    prepare,
+    single_layer,
+)
+
+
+class LayerDeepLift(MultipliesByInputs, LayerAttribution, GradientAttribution):
+    """DeepLift (Rescale rule) attributions to the neurons of a layer.
+
+    The layer's values at ``inputs`` and at ``baselines`` are the two ends;
+    DeepLift's rules apply to the non-linearities after the layer (with
+    ``attribute_to_layer_input=True``, from the layer itself on). The
+    attributions of an example add up to ``F(inputs) - F(baselines)``.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerDeepLift
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> attr, delta = LayerDeepLift(net, net[0]).attribute(
+        ...     torch.rand(5, 3), target=0, return_convergence_delta=True)
+        >>> attr.shape, bool(delta.abs().max() < 1e-5)
+        (torch.Size([5, 4]), True)
+    """
+
+    def __init__(self, model: Callable, layer: nn.Module, multiply_by_inputs: bool = True) -> None:
+        super().__init__(model, layer, None, multiply_by_inputs)
+        self.model = model
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs: TensorOrTuple, baselines: Any = None, target: Any = None,
+        additional_forward_args: Any = None, return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False, custom_attribution_func: Callable | None = None,
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """DeepLift attributions of ``target``, the layer's shape; with deltas when asked."""
+        xs, tgt, args = prepare(inputs, target, additional_forward_args)
+        attrs, delta = self._layer_deeplift(
+            xs, full_baselines(xs, baselines), tgt, args, attribute_to_layer_input,
+            custom_attribution_func,
+        )
+        return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)
+
+    def _layer_deeplift(
+        self,
+        xs: tuple[Tensor, ...],
+        bs: tuple[Tensor, ...],
+        tgt: Target,
+        args: tuple[Any, ...],
+        use_input: bool,
+        custom: Callable | None,
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        layer = single_layer(self.layer, type(self))
+        (ends,) = layer_values_at(self.forward_func, [layer], xs, args, use_input)
+        (begins,) = layer_values_at(self.forward_func, [layer], bs, args, use_input)
+        replaced = site_function(self.forward_func, layer, xs, args, use_input)
+        deeplift = DeepLift(replaced, self.multiplies_by_inputs)
+        return deeplift._attribute(ends, begins, tgt, (), custom, type(self).__name__)
+
+
+class LayerDeepLiftShap(LayerDeepLift):
+    """LayerDeepLift averaged over a distribution of baselines.
+
+    Every input is paired with each of the ``B > 1`` baselines; DeepLift at
+    the layer runs on all pairs in one forward and the attributions are
+    averaged over the baselines. Deltas are returned per pair (``N * B``,
+    input-major).
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LayerDeepLiftShap
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> attr, delta = LayerDeepLiftShap(model, model[0]).attribute(
+        ...     torch.rand(2, 3), torch.randn(5, 3), target=0, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 4]), torch.Size([10]))
+    """
+
+    def attribute(  # type: ignore[override]
+        self, inputs: TensorOrTuple, baselines: TensorOrTuple | Callable[..., TensorOrTuple],
+        target: Any = None, additional_forward_args: Any = None,
+        return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+        custom_attribution_func: Callable | None = None,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
+        """Mean DeepLift attributions over the baselines, the layer's shape."""
+        xs, tgt, args = prepare(inputs, target, additional_forward_args)
+        dist = baseline_distribution(xs, inputs, baselines)
+        attrs, delta = self._layer_deeplift(
+            *expand_pairs(xs, dist, tgt, args), attribute_to_layer_input, custom_attribution_func
+        )
+        n, b = xs[0].shape[0], dist[0].shape[0]
+        attrs = tuple(mean_over_baselines(a, n, b) for a in attrs)
+        return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)

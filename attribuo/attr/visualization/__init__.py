@@ -1,0 +1,60 @@
+"""Pictures of attributions: image heat maps, time series and highlighted text.
+
+Captum's ``captum.attr.visualization`` functions with the same names and
+arguments. Matplotlib is an optional dependency (``pip install
+attribuo[viz]``) imported only when a plot is drawn, so importing this module
+costs nothing. Differences from Captum, all fixes:
+
+* attributions and images may be numpy arrays or torch tensors;
+* an all-zero map (e.g. ``sign="positive"`` on purely negative attributions)
+  draws an empty map instead of failing;
+* grayscale images (``H x W`` or ``H x W x 1``) work with every method and
+  are drawn in gray; images in 0..255 are drawn as such (not clipped white);
+* time-series plots never touch pyplot's global current figure;
+* ``visualize_text`` escapes every token and label (Captum writes them into
+  the HTML raw, so a token like ``<script>`` runs), writes valid HTML with a
+  colour legend, and can save it to a file.
+"""
+
+from .common import (  # the private helpers too: Captum code imports them
+    ImageVisualizationMethod,
+    TimeseriesVisualizationMethod,
+    VisualizeSign,
+)
+from .common import (
+    _cumulative_sum_threshold as _cumulative_sum_threshold,
+)
+from .common import (
+    _normalize_attr as _normalize_attr,
+)
+from .common import (
+    _normalize_scale as _normalize_scale,
+)
+from .common import (
+    _prepare_image as _prepare_image,
+)
+from .image import visualize_image_attr, visualize_image_attr_multiple
+from .text import (
+    VisualizationDataRecord,
+    format_classname,
+    format_special_tokens,
+    format_tooltip,
+    format_word_importances,
+    visualize_text,
+)
+from .timeseries import visualize_timeseries_attr
+
+__all__ = [
+    "ImageVisualizationMethod",
+    "TimeseriesVisualizationMethod",
+    "VisualizeSign",
+    "VisualizationDataRecord",
+    "format_classname",
+    "format_special_tokens",
+    "format_tooltip",
+    "format_word_importances",
+    "visualize_image_attr",
+    "visualize_image_attr_multiple",
+    "visualize_text",
+    "visualize_timeseries_attr",
+]
