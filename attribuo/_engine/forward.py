@@ -77,22 +77,3 @@ def output_gradients(
             values.sum(), inputs, allow_unused=True, materialize_grads=True
         )
     return grads
-
-
-def input_gradients(
-    forward_func: Callable,
-    inputs: Any,
-    target: Any = None,
-    additional_forward_args: Any = None,
-) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Validate user arguments and return ``(inputs, gradients)`` as tuples.
-
-    The entry point of the plain-gradient methods: inputs become fresh
-    leaves (the user's tensors are untouched), every documented ``target``
-    form is accepted.
-    """
-    from .call import parse_call
-    from .inputs import grad_ready
-
-    call = parse_call(inputs, target, additional_forward_args, floating=True)
-    return call.inputs, output_gradients(forward_func, grad_ready(call.inputs), call.target, call.args)

@@ -71,6 +71,13 @@ def require_floating(inputs: tuple[Tensor, ...], name: str = "inputs") -> None:
             )
 
 
+def positive_int(value: Any, name: str) -> int:
+    """``value`` when it is a positive int (not a bool); else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentValueError(f"`{name}` must be a positive int, got {value!r}")
+    return value
+
+
 def grad_ready(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Fresh leaves that require grad, sharing memory with (never modifying) the inputs."""
     return tuple(t.detach().requires_grad_() for t in inputs)
@@ -86,7 +93,7 @@ def format_additional_args(args: Any) -> tuple[Any, ...]:
 def expand_additional_args(
     args: tuple[Any, ...], batch: int, times: int, interleave: bool = False
 ) -> tuple[Any, ...]:
-    """Expand tensor arguments whose dim 0 is the batch ``times`` times.
+    """Expand tensor arguments whose dim 0 is the batch ``times`` times (see :meth:`Call.expanded`).
 
     ``interleave=False`` stacks whole copies of the batch (step-major order, as
     path methods lay out their points); ``interleave=True`` repeats each
@@ -102,6 +109,7 @@ def is_batched(value: Any, batch: int) -> bool:
 
 
 def expand_batch(t: Tensor, times: int, interleave: bool = False) -> Tensor:
+    """``times`` copies of ``t`` along dim 0: whole copies in turn, or each row repeated in place."""
     if interleave:
         return t.repeat_interleave(times, dim=0)
     return t.repeat((times,) + (1,) * (t.dim() - 1))

@@ -1,26 +1,27 @@
-"""Path integrals of gradients (Integrated Gradients, conductance and kin).
+"""Path quadrature: integrals of gradients along straight paths.
 
 :func:`path_weights` gives the points ``alpha_k`` in [0, 1] and weights
-``w_k`` of each quadrature rule; :func:`integrate_path_gradients` returns
-``sum_k w_k * dF/dx (start + alpha_k * (end - start))`` for a batch, with the
-steps evaluated many per forward and chunked under the memory budget.
+``w_k`` of each quadrature rule; :func:`path_chunks` evaluates the path
+points many per forward, chunked under the memory budget;
+:func:`integrate_path_gradients` returns ``sum_k w_k * dF/dx (start +
+alpha_k * (end - start))`` for a batch, and :func:`site_path_evaluations`
+gives the gradients at a layer along the input path (for internal
+influence and conductance).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .batching import bytes_per_copy, chunk_ranges, items_per_chunk
+from .batching import bytes_per_copy, chunk_ranges, chunk_size
+from .call import Call
 from .errors import ArgumentValueError
-from .forward import output_gradients
-from .inputs import expand_additional_args
+from .inputs import grad_ready, positive_int
 from .sites import site_gradients
-from .targets import Target
 
 PATH_METHODS = (
     "riemann_left",
@@ -33,8 +34,7 @@ PATH_METHODS = (
 
 def path_weights(method: str, n_steps: int) -> tuple[list[float], list[float]]:
     """``(alphas, weights)`` of the quadrature rule ``method`` with ``n_steps`` points."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ArgumentValueError(f"`n_steps` must be a positive int, got {n_steps!r}")
+    positive_int(n_steps, "n_steps")
     if method == "gausslegendre":
         nodes, w = np.polynomial.legendre.leggauss(n_steps)
         return list(0.5 * (nodes + 1)), list(0.5 * w)
@@ -71,54 +71,56 @@ def path_points(
 
 
 def path_chunks(
+    call: Call,
     starts: tuple[Tensor, ...],
-    ends: tuple[Tensor, ...],
     alphas: list[float],
     internal_batch_size: int | None = None,
-) -> Iterator[tuple[int, int, tuple[Tensor, ...]]]:
-    """``(lo, hi, points)`` for the steps ``alphas[lo:hi]``, chunked as the path methods chunk.
+    differentiable: bool = True,
+) -> Iterator[tuple[int, int, Call]]:
+    """``(lo, hi, points)``: the call on the path points of steps ``alphas[lo:hi]``.
 
-    ``internal_batch_size // batch`` steps a chunk (at least one) when given,
-    else as many as fit the memory budget.
+    The path runs from ``starts`` to ``call.inputs``; the points of a chunk
+    are stacked step-major, with the target and batched arguments expanded
+    to match, and are fresh leaves that require grad when ``differentiable``.
+    A chunk holds ``internal_batch_size // batch`` steps (at least one) when
+    given, else as many as fit the memory budget.
     """
-    n = ends[0].shape[0]
-    n_steps = len(alphas)
-    if internal_batch_size is not None:
-        items_per_chunk(n_steps, 1, internal_batch_size)  # validates the value
-        per_chunk = max(1, internal_batch_size // max(n, 1))
-    else:
-        per_chunk = items_per_chunk(n_steps, bytes_per_copy(ends))
-    for lo, hi in chunk_ranges(n_steps, per_chunk):
-        yield lo, hi, path_points(starts, ends, alphas[lo:hi])
+    size = chunk_size(
+        len(alphas), bytes_per_copy(call.inputs), examples=internal_batch_size, batch=call.batch
+    )
+    for lo, hi in chunk_ranges(len(alphas), size):
+        points = path_points(starts, call.inputs, alphas[lo:hi])
+        if differentiable:
+            points = grad_ready(points)
+        yield lo, hi, call.expanded(hi - lo, inputs=points)
 
 
 def integrate_path_gradients(
     forward_func: Callable,
+    call: Call,
     starts: tuple[Tensor, ...],
-    ends: tuple[Tensor, ...],
     alphas: list[float],
     weights: list[float],
-    target: Target,
-    additional_args: tuple[Any, ...] = (),
     internal_batch_size: int | None = None,
 ) -> tuple[Tensor, ...]:
     """``sum_k weights[k] * grad F(start + alphas[k] * (end - start))`` per input.
 
-    Steps are evaluated ``internal_batch_size // batch`` at a time (at least
-    one), or as many as fit the memory budget when it is None. The sum runs in
-    step order, so the result does not depend on the chunking.
+    The ends are ``call.inputs``; the steps are chunked by :func:`path_chunks`.
+    The sum runs in step order, so the result does not depend on the chunking.
+
+    Example:
+        >>> import torch
+        >>> from attribuo._engine.call import parse_call
+        >>> x = torch.tensor([[1.0, 2.0]])
+        >>> alphas, weights = path_weights("gausslegendre", 4)
+        >>> integrate_path_gradients(lambda t: (t**2).sum(1), parse_call(x), (torch.zeros_like(x),),
+        ...                          alphas, weights)  # the mean gradient on the path is x
+        (tensor([[1., 2.]]),)
     """
-    n = ends[0].shape[0]
-    totals = [torch.zeros_like(e) for e in ends]
-    for lo, hi, chunk in path_chunks(starts, ends, alphas, internal_batch_size):
+    totals = [torch.zeros_like(e) for e in call.inputs]
+    for lo, hi, points in path_chunks(call, starts, alphas, internal_batch_size):
         k = hi - lo
-        points = tuple(p.detach().requires_grad_() for p in chunk)
-        grads = output_gradients(
-            forward_func,
-            points,
-            target.repeat(k),
-            expand_additional_args(additional_args, n, k),
-        )
+        grads = points.gradients(forward_func)
         for total, g in zip(totals, grads):
             g = g.reshape((k,) + total.shape)
             for j in range(k):
@@ -129,33 +131,25 @@ def integrate_path_gradients(
 def site_path_evaluations(
     forward_func: Callable,
     layer: nn.Module,
+    call: Call,
     starts: tuple[Tensor, ...],
-    ends: tuple[Tensor, ...],
     alphas: list[float],
-    target: Target,
-    additional_args: tuple[Any, ...] = (),
     use_input: bool = False,
     internal_batch_size: int | None = None,
     grad_kwargs: dict | None = None,
 ) -> Evaluations:
     """``(lo, hi, grads, values)`` for the path steps ``lo:hi``, each ``[hi - lo, batch, ...]``.
 
+    The path runs through the inputs, from ``starts`` to ``call.inputs``, as
+    for integrated gradients; at every point the target output is
+    differentiated with respect to ``layer``'s output (or input) instead:
     ``values`` are the layer's values at the points, ``grads`` the gradients
     of the targeted output with respect to them.
     """
-    n = ends[0].shape[0]
-    for lo, hi, points in path_chunks(starts, ends, alphas, internal_batch_size):
+    for lo, hi, points in path_chunks(call, starts, alphas, internal_batch_size, differentiable=False):
         k = hi - lo
-        (record,) = site_gradients(
-            forward_func,
-            [layer],
-            points,
-            target.repeat(k),
-            expand_additional_args(additional_args, n, k),
-            use_input,
-            grad_kwargs,
-        )
-        yield lo, hi, _by_step(record.extra["grads"], k), _by_step(record.values, k)
+        (record,) = site_gradients(forward_func, [layer], points, use_input, grad_kwargs)
+        yield lo, hi, _by_step(record.grads, k), _by_step(record.values, k)
 
 
 def _by_step(tensors: tuple[Tensor, ...], k: int) -> tuple[Tensor, ...]:

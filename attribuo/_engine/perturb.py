@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .baselines import full_baselines
-from .batching import bytes_per_copy, items_per_chunk
+from .batching import bytes_per_copy, chunk_size
+from .call import Call
 from .errors import ArgumentTypeError, ArgumentValueError
-from .forward import run_forward
-from .inputs import expand_additional_args
-from .targets import Target
+from .inputs import positive_int
 
 Masks = tuple[Tensor, ...]
 
@@ -283,43 +281,14 @@ def as_output_tensor(output: Any) -> Tensor:
     )
 
 
-@dataclass
-class Evaluation:
-    """The forward function bound to its inputs, target and extra arguments."""
-
-    forward_func: Callable
-    inputs: tuple[Tensor, ...]
-    target: Target
-    args: tuple[Any, ...]
-
-    @property
-    def batch(self) -> int:
-        return self.inputs[0].shape[0] if self.inputs else 1
-
-    _expanded: dict[int, tuple[Target, tuple[Any, ...]]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    def __call__(self, copies: tuple[Tensor, ...], times: int) -> Tensor:
-        """Outputs for ``times`` stacked copies of the batch."""
-        # chunks mostly share one size: expand target and arguments once per size
-        # (only the latest size is kept, so no more expanded arguments live than before)
-        expanded = self._expanded.get(times)
-        if expanded is None:
-            self._expanded.clear()
-            expanded = (self.target.repeat(times), expand_additional_args(self.args, self.batch, times))
-            self._expanded[times] = expanded
-        target, args = expanded
-        return as_output_tensor(run_forward(self.forward_func, copies, target, args))
-
-
 def is_aggregate(initial: Tensor, batch: int) -> bool:
     """Whether the forward function returns one value for the whole batch."""
     return initial.dim() == 0 or initial.shape[0] != batch or (batch > 1 and initial.numel() == 1)
 
 
 def evaluate_perturbations(
-    evaluation: Evaluation,
+    forward_func: Callable,
+    call: Call,
     total: int,
     make: Callable[[int, int], tuple[tuple[Tensor, ...], Any]],
     initial: Tensor,
@@ -331,7 +300,8 @@ def evaluate_perturbations(
 
     ``make(start, stop)`` returns the perturbed copies of perturbations
     ``start..stop-1`` stacked along dim 0 (perturbation-major, each a full
-    copy of the batch) and a payload handed back unchanged. Yields
+    copy of the batch of ``call``) and a payload handed back unchanged; they
+    run with ``call``'s target and arguments expanded to match. Yields
     ``(start, stop, rows, payload)`` where ``rows[k]`` is the flattened
     output of perturbation ``start + k`` (as many values as ``initial``).
 
@@ -342,21 +312,22 @@ def evaluate_perturbations(
     """
     n_out = initial.numel()
     if perturbations_per_eval is not None:
-        items_per_chunk(total, 1, perturbations_per_eval, "perturbations_per_eval")
-    aggregate = is_aggregate(initial, evaluation.batch)
+        positive_int(perturbations_per_eval, "perturbations_per_eval")
+    aggregate = is_aggregate(initial, call.batch)
     if aggregate and perturbations_per_eval not in (None, 1):
         raise ArgumentValueError(
             "`perturbations_per_eval` must be 1 when the forward function returns one value "
             f"for the whole batch (its output has shape {tuple(initial.shape)} for "
-            f"{evaluation.batch} examples)"
+            f"{call.batch} examples)"
         )
     # perturbed copies run through whole models whose activations are many times the input;
     # on CPUs forwards are fastest while those activations stay in cache, so a copy is charged
     # a multiple of its input bytes against the budget (measured: 32x32 CNNs, MLPs)
-    size = 1 if aggregate else items_per_chunk(
-        total, bytes_per_copy(evaluation.inputs) * perturbation_cost(evaluation.inputs),
-        perturbations_per_eval,
-        "perturbations_per_eval",
+    size = 1 if aggregate else chunk_size(
+        total,
+        bytes_per_copy(call.inputs) * perturbation_cost(call.inputs),
+        items=perturbations_per_eval,
+        name="perturbations_per_eval",
     )
     bar = _progress(show_progress, desc, 1 + -(-total // max(size, 1)))
     checked = size == 1
@@ -366,7 +337,7 @@ def evaluate_perturbations(
             while start < total:
                 stop = min(start + size, total)
                 copies, payload = make(start, stop)
-                out = evaluation(copies, stop - start)
+                out = as_output_tensor(call.expanded(stop - start, inputs=copies).forward(forward_func))
                 if not checked:
                     if out.dim() == 0 or out.numel() != (stop - start) * n_out:
                         if perturbations_per_eval is not None:
@@ -411,12 +382,10 @@ def _progress_resize(bar, total: int):
     return bar
 
 
-def initial_output(evaluation: Evaluation, inputs: tuple[Tensor, ...]) -> Tensor:
-    """The forward output on ``inputs`` (no grad), as a tensor."""
+def initial_output(forward_func: Callable, call: Call) -> Tensor:
+    """The forward output of ``call`` (no grad), as a tensor."""
     with torch.no_grad():
-        return as_output_tensor(
-            run_forward(evaluation.forward_func, inputs, evaluation.target, evaluation.args)
-        )
+        return as_output_tensor(call.forward(forward_func))
 
 
 def feature_count(masks: Masks) -> int:

@@ -6,7 +6,8 @@ the forward hooks for that:
 
 - :func:`capture` records the values at a site during a forward, optionally
   kept in the autograd graph so gradients with respect to them can be taken;
-- :func:`replacing` substitutes given values for the site during a forward;
+  :func:`site_values` and :func:`site_gradients` run one forward with it;
+- :func:`replacing_all` substitutes given values for the sites during a forward;
 - :func:`site_function` turns "the model with this site replaced" into a
   function of the site's values, so any primary method (integrated
   gradients, DeepLift, ablation, ...) can be applied to a layer unchanged.
@@ -16,26 +17,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .call import Call
 from .errors import ArgumentTypeError, ArgumentValueError
-from .forward import run_forward
+from .forward import run_forward, scalar_per_example
 from .hooks import removing
-from .inputs import expand_additional_args, expand_batch
 
 
 @dataclass
 class Captured:
-    """Values seen at one site; ``was_tuple`` tells whether the module gave a tuple."""
+    """What one site saw in a forward.
+
+    ``values``: the site's tensors; ``was_tuple``: whether the module gave
+    (or took) several; ``calls``: how often it ran; ``grads``: the gradients
+    of the targeted output w.r.t. ``values`` (filled by :func:`site_gradients`).
+    """
 
     values: tuple[Tensor, ...] = ()
     was_tuple: bool = False
     calls: int = 0
-    extra: dict = field(default_factory=dict)
+    grads: tuple[Tensor, ...] = ()
 
 
 class StopForward(BaseException):
@@ -139,13 +145,6 @@ def capture(
 
 
 @contextmanager
-def replacing(layer: nn.Module, values: tuple[Tensor, ...], use_input: bool = False) -> Iterator[Captured]:
-    """Substitute ``values`` for the output (or input) of ``layer`` during the block."""
-    with replacing_all([layer], [values], use_input) as (record,):
-        yield record
-
-
-@contextmanager
 def replacing_all(
     layers: Sequence[nn.Module], values: Sequence[tuple[Tensor, ...]], use_input: bool = False
 ) -> Iterator[list[Captured]]:
@@ -217,67 +216,50 @@ def site_values(
 def site_gradients(
     forward_func: Callable,
     layers: Sequence[nn.Module],
-    inputs: tuple[Tensor, ...],
-    target: Any = None,
-    additional_args: tuple[Any, ...] = (),
+    call: Call,
     use_input: bool = False,
     grad_kwargs: dict | None = None,
 ) -> list[Captured]:
     """Gradients of the targeted output (summed over examples) w.r.t. each layer's values.
 
-    Returns one record per layer, its ``values`` detached and its gradients
-    in ``extra["grads"]``.
+    One forward of ``call``; returns one record per layer, its ``values``
+    detached and its ``grads`` filled.
     """
-    from .forward import scalar_per_example
-
     with torch.enable_grad(), capture(layers, use_input, keep_graph=True) as records:
-        output = run_forward(forward_func, inputs, target, additional_args)
+        output = call.forward(forward_func)
         _require_called(records, layers)
-        values = scalar_per_example(output, inputs[0].shape[0] if inputs else 1)
+        values = scalar_per_example(output, call.batch)
         flat = [v for r in records for v in r.values]
         # Unused sites get zero gradients whatever the caller's grad_kwargs say.
         kwargs = {**(grad_kwargs or {}), "allow_unused": True, "materialize_grads": True}
         grads = torch.autograd.grad(values.sum(), flat, **kwargs)
     start = 0
     for record in records:
-        record.extra["grads"] = tuple(grads[start : start + len(record.values)])
+        record.grads = tuple(grads[start : start + len(record.values)])
         start += len(record.values)
         record.values = tuple(v.detach() for v in record.values)
     return records
 
 
-def layer_gradients(
-    forward_func: Callable,
-    layer: nn.Module,
-    inputs: tuple[Tensor, ...],
-    target: Any = None,
-    additional_args: tuple[Any, ...] = (),
-    use_input: bool = False,
-) -> tuple[tuple[Tensor, ...], Captured]:
-    """Gradients of the targeted output (summed over examples) w.r.t. the site's values."""
-    (record,) = site_gradients(forward_func, [layer], inputs, target, additional_args, use_input)
-    return record.extra["grads"], record
-
-
 def site_function(
     forward_func: Callable,
     layer: nn.Module | Sequence[nn.Module],
-    inputs: tuple[Tensor, ...],
-    additional_args: tuple[Any, ...] = (),
+    call: Call,
     use_input: bool = False,
     counts: Sequence[int] | None = None,
 ) -> Callable[..., Tensor]:
     """The model as a function of the site's values: ``g(*values) -> model output``.
 
-    ``g`` runs ``forward_func`` on ``inputs`` (tiled, with tensor
-    ``additional_args``, to the batch size of ``values``, whole-batch copies
-    in order) while the layer's output (or input) is replaced by ``values``.
+    ``g`` runs ``forward_func`` on ``call``'s inputs (tiled, with the batched
+    additional args, to the batch size of ``values``: whole-batch copies in
+    order) while the layer's output (or input) is replaced by ``values``.
     Pass ``g`` as the forward function of a primary method to attribute to
     the layer. ``layer`` may be a list of layers; ``counts[i]`` then says
     how many of ``values`` (in order) belong to ``layer[i]``.
     """
     layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-    n = inputs[0].shape[0]
+    n = call.batch
+    sizes = list(counts) if counts is not None else None
 
     def g(*values: Tensor) -> Tensor:
         times = values[0].shape[0] // n if n else 1
@@ -286,12 +268,12 @@ def site_function(
                 f"layer values have batch {values[0].shape[0]}, not a multiple of the "
                 f"inputs' batch {n}"
             )
-        tiled = tuple(expand_batch(t, times) for t in inputs) if times > 1 else inputs
-        args = expand_additional_args(additional_args, n, times)
-        sizes = list(counts) if counts is not None else [len(values)]
-        bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        tiled = call.expanded(times)
+        bounds = [0]
+        for size in sizes or [len(values)]:
+            bounds.append(bounds[-1] + size)
         per_layer = [tuple(values[a:b]) for a, b in zip(bounds, bounds[1:])]
         with replacing_all(layers, per_layer, use_input):
-            return forward_func(*tiled, *args)
+            return forward_func(*tiled.inputs, *tiled.args)
 
     return g

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._engine.baselines import full_baselines
+from .._engine.call import Call, completeness_delta, parse_call
 from .._engine.errors import ArgumentValueError
-from .._engine.forward import run_forward
-from .._engine.inputs import as_tuple, batch_size, format_additional_args
-from .._engine.targets import parse_target
+from .._engine.inputs import as_tuple
 
 
 def _expose_wrapped(cls: type) -> None:
@@ -111,55 +110,35 @@ class GradientAttribution(Attribution):
         ``start_point`` takes every form ``baselines`` does (None, a number,
         a tensor per input, or one example's shape).
         """
-        end = as_tuple(end_point, "end_point")
-        start = full_baselines(end, start_point, "start_point")
+        call = parse_call(end_point, target, additional_forward_args, name="end_point")
+        start = full_baselines(call.inputs, start_point, "start_point")
         # Layer methods attribute to a layer, so the number of attribution
         # tensors need not match the number of inputs; only the batch must.
         attrs = as_tuple(attributions, "attributions")
-        n = batch_size(end, "end_point")
         for i, a in enumerate(attrs):
-            if a.shape[0] != n:
+            if a.shape[0] != call.batch:
                 raise ArgumentValueError(
-                    f"`attributions[{i}]` has {a.shape[0]} examples but `end_point` has {n}"
+                    f"`attributions[{i}]` has {a.shape[0]} examples but `end_point` has {call.batch}"
                 )
-        args = format_additional_args(additional_forward_args)
-        tgt = parse_target(target, n)
-        with torch.no_grad():
-            start_out = _rows(run_forward(self.forward_func, start, tgt, args), n)
-            end_out = _rows(run_forward(self.forward_func, end, tgt, args), n)
-            attr_sum = sum(a.reshape(n, -1).sum(1) for a in attrs)
-        return attr_sum - (end_out - start_out)
+        return completeness_delta(self.forward_func, attrs, start, call)
 
     def _with_delta(
         self,
-        attributions: Any,
-        start_point: Any,
-        end_point: Any,
-        target: Any,
-        additional_forward_args: Any,
+        result: Any,
+        attributions: tuple[Tensor, ...],
+        starts: tuple[Tensor, ...],
+        call: Call,
         return_convergence_delta: bool,
-        *,
-        result: Any = None,
     ) -> Any:
-        """``attributions``, or ``(attributions, delta)`` when the delta is asked for.
+        """``result``, or ``(result, delta)`` when the delta is asked for.
 
-        ``result``, when given, is returned in place of ``attributions`` (layer
-        methods return the layer's form but take the delta of the flat tuple).
+        ``attributions`` is the flat tuple behind ``result`` (the inputs' or
+        a layer's), ``starts`` the path's start for ``call``'s inputs.
         """
-        result = attributions if result is None else result
         if not return_convergence_delta:
             return result
-        delta = self.compute_convergence_delta(
-            attributions, start_point, end_point, target=target,
-            additional_forward_args=additional_forward_args,
-        )
+        delta = self.compute_convergence_delta(attributions, starts, call.inputs, call.target, call.args)
         return result, delta
-
-
-def _rows(output: Tensor, n: int) -> Tensor:
-    if output.dim() == 0:
-        return output.reshape(1).expand(n)
-    return output.reshape(output.shape[0], -1).sum(1)
 
 
 class PerturbationAttribution(Attribution):

@@ -8,17 +8,11 @@ numbers when the function is called on the same shapes in the same order.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
+from .._engine.batching import chunks
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-
-
-def check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArgumentValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value
+from .._engine.inputs import positive_int
 
 
 def sample_chunks(n_samples: int, batch: int, max_examples_per_batch: int | None) -> list[int]:
@@ -28,16 +22,9 @@ def sample_chunks(n_samples: int, batch: int, max_examples_per_batch: int | None
     every chunk holds at least one sample of every example, so a bound below
     the batch size still evaluates one sample per example at a time.
     """
-    n_samples = check_count(n_samples, "n_perturb_samples")
-    if max_examples_per_batch is None:
-        per = n_samples
-    else:
-        check_count(max_examples_per_batch, "max_examples_per_batch")
-        per = min(max(max_examples_per_batch // max(batch, 1), 1), n_samples)
-    chunks = [per] * (n_samples // per)
-    if n_samples % per:
-        chunks.append(n_samples % per)
-    return chunks
+    n_samples = positive_int(n_samples, "n_perturb_samples")
+    pieces = chunks(n_samples, None, examples=max_examples_per_batch, batch=batch, name="max_examples_per_batch")
+    return [stop - start for start, stop in pieces]
 
 
 def check_attributions(inputs: tuple[Tensor, ...], attributions: tuple[Tensor, ...]) -> None:

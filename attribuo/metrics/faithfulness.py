@@ -19,17 +19,11 @@ import torch
 from torch import Tensor
 
 from .._engine.baselines import full_baselines
-from .._engine.batching import bytes_per_copy, chunk_ranges, items_per_chunk
+from .._engine.batching import bytes_per_copy, chunks
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.forward import run_forward
-from .._engine.inputs import (
-    as_tuple,
-    batch_size,
-    expand_additional_args,
-    format_additional_args,
-)
-from .._engine.targets import parse_target
-from ._sampling import check_attributions, check_count, per_example_output
+from .._engine.inputs import as_tuple, positive_int
+from ._sampling import check_attributions, per_example_output
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
@@ -182,17 +176,15 @@ def _flip_curve(
     feature_mask: TensorOrTuple | None,
     max_examples_per_batch: int | None,
 ) -> FaithfulnessCurve:
-    xs = as_tuple(inputs)
+    call = parse_call(inputs, target, additional_forward_args)
+    xs, bsz = call.inputs, call.batch
     attrs = as_tuple(attributions, "attributions")
     check_attributions(xs, attrs)
-    bsz = batch_size(xs)
     bases = full_baselines(xs, baselines)
-    tgt = parse_target(target, bsz)
-    args = format_additional_args(additional_forward_args)
     ids, n_features = _feature_ids(xs, feature_mask)
     if n_features == 0:
         raise ArgumentValueError("`inputs` have no features to remove")
-    steps = min(n_features, 100) if n_steps is None else check_count(n_steps, "n_steps")
+    steps = min(n_features, 100) if n_steps is None else positive_int(n_steps, "n_steps")
     steps = min(steps, n_features)
 
     device = xs[0].device
@@ -207,16 +199,12 @@ def _flip_curve(
         torch.arange(steps + 1, dtype=torch.float64) * n_features / steps
     ).long()
 
-    per_chunk = items_per_chunk(
-        steps + 1,
-        bytes_per_copy(xs),
-        None if max_examples_per_batch is None
-        else max(1, check_count(max_examples_per_batch, "max_examples_per_batch") // bsz),
-        name="max_examples_per_batch",
-    )
     columns = []
     with torch.no_grad():
-        for start, stop in chunk_ranges(steps + 1, per_chunk):
+        for start, stop in chunks(
+            steps + 1, bytes_per_copy(xs), examples=max_examples_per_batch, batch=bsz,
+            name="max_examples_per_batch",
+        ):
             k = stop - start
             c = counts[start:stop].to(device)
             batch = []
@@ -224,12 +212,7 @@ def _flip_curve(
                 changed = r.unsqueeze(0) < c.view(-1, *([1] * r.dim()))
                 keep, swap = (x, b) if delete else (b, x)
                 batch.append(torch.where(changed, swap.unsqueeze(0), keep.unsqueeze(0)).flatten(0, 1))
-            out = run_forward(
-                forward_func,
-                tuple(batch),
-                tgt.repeat(k),
-                expand_additional_args(args, bsz, k),
-            )
+            out = call.expanded(k, inputs=tuple(batch)).forward(forward_func)
             columns.append(per_example_output(out, bsz * k).view(k, bsz).T)
     scores = torch.cat(columns, dim=1)
     fractions = (counts.to(torch.float64) / n_features).to(device=device, dtype=scores.dtype)

@@ -13,15 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._engine.call import parse_call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.forward import run_forward
 from .._engine.inputs import (
     as_tuple,
-    batch_size,
-    expand_additional_args,
-    format_additional_args,
 )
-from .._engine.targets import parse_target
 from ._sampling import (
     check_attributions,
     check_perturbed,
@@ -143,22 +139,21 @@ def infidelity(
         >>> infidelity(model, perturb, x, attr, target=0).abs().max() < 1e-10
         tensor(True)
     """
-    xs = as_tuple(inputs)
+    call = parse_call(inputs, target, additional_forward_args)
+    xs, bsz = call.inputs, call.batch
     attrs = as_tuple(attributions, "attributions")
     check_attributions(xs, attrs)
-    bsz = batch_size(xs)
     if not callable(perturb_func):
         raise ArgumentTypeError("`perturb_func` must be callable")
-    tgt = parse_target(target, bsz)
-    args = format_additional_args(additional_forward_args)
     chunks = sample_chunks(n_perturb_samples, bsz, max_examples_per_batch)
     flat_attrs = [a.reshape(bsz, 1, -1) for a in attrs]
 
     sums: list[Tensor] | None = None
     with torch.no_grad():
-        f_inputs = per_example_output(run_forward(forward_func, xs, tgt, args), bsz)
+        f_inputs = per_example_output(call.forward(forward_func), bsz)
         for k in chunks:
-            expanded = tuple(x.repeat_interleave(k, dim=0) for x in xs)
+            samples = call.expanded(k, interleave=True)
+            expanded = samples.inputs
             call_inputs = expanded[0] if len(expanded) == 1 else expanded
             bases = _expand_baselines(baselines, xs, k)
             out = perturb_func(call_inputs) if bases is None else perturb_func(call_inputs, bases)
@@ -170,12 +165,7 @@ def infidelity(
             perturbed = as_tuple(out[1], "perturbed inputs")
             check_perturbed(xs, perts, "perturbations", bsz * k)
             check_perturbed(xs, perturbed, "perturbed inputs", bsz * k)
-            f_pert = run_forward(
-                forward_func,
-                perturbed,
-                tgt.repeat(k, interleave=True),
-                expand_additional_args(args, bsz, k, interleave=True),
-            )
+            f_pert = samples.with_inputs(perturbed).forward(forward_func)
             f_diff = f_inputs[:, None] - per_example_output(f_pert, bsz * k).view(bsz, k)
             # sum(attr * I) per sample without materialising repeated attributions
             attr_dot = sum(

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from attribuo._engine.baselines import full_baselines
-from attribuo._engine.batching import chunk_ranges, items_per_chunk
+from attribuo._engine.batching import chunk_ranges, chunk_size
 from attribuo._engine.inputs import (
     as_tuple,
     batch_size,
@@ -58,8 +58,8 @@ def test_baseline_forms():
 
 def test_chunking():
     assert list(chunk_ranges(7, 3)) == [(0, 3), (3, 6), (6, 7)]
-    assert items_per_chunk(10, 1, requested=4) == 4
-    assert items_per_chunk(10, 1 << 40) == 1  # huge copies: one item at a time
-    assert items_per_chunk(10, 8) == 10  # tiny copies: everything at once
+    assert chunk_size(10, 1, items=4) == 4
+    assert chunk_size(10, 1 << 40) == 1  # huge copies: one item at a time
+    assert chunk_size(10, 8) == 10  # tiny copies: everything at once
     with pytest.raises(ValueError, match="`internal_batch_size`"):
-        items_per_chunk(10, 1, requested=0)
+        chunk_size(10, 1, items=0)

@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._engine.call import parse_call
+from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentValueError
 from ..._engine.sites import site_gradients, site_values
-from ..._engine.targets import Target
 from ..base import GradientAttribution, LayerAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -82,12 +81,14 @@ def safe_div(num: Tensor, den: Tensor) -> Tensor:
 
 @dataclass
 class CamContext:
-    """What a weighting may need besides activations and gradients."""
+    """What a weighting may need besides activations and gradients: the model and the call."""
 
     forward_func: Callable
-    inputs: tuple[Tensor, ...]
-    target: Target
-    additional_args: tuple[Any, ...]
+    call: Call
+
+    @property
+    def inputs(self) -> tuple[Tensor, ...]:
+        return self.call.inputs
 
 
 class ClassActivationMap(LayerAttribution, GradientAttribution):
@@ -132,17 +133,18 @@ class ClassActivationMap(LayerAttribution, GradientAttribution):
         first input with ``interpolate_mode``.
         """
         call = parse_call(inputs, target, additional_forward_args)
-        xs, tgt, args = call.inputs, call.target, call.args
         if self.needs_gradients:
             (record,) = site_gradients(
-                self.forward_func, [self.layer], xs, tgt, args, attribute_to_layer_input, grad_kwargs
+                self.forward_func, [self.layer], call, attribute_to_layer_input, grad_kwargs
             )
-            grads = record.extra["grads"]
+            grads = record.grads
         else:
             with torch.no_grad():
-                (record,) = site_values(self.forward_func, [self.layer], xs, args, attribute_to_layer_input, stop=True)
+                (record,) = site_values(
+                    self.forward_func, [self.layer], call.inputs, call.args, attribute_to_layer_input, stop=True
+                )
             grads = (None,) * len(record.values)
-        context = CamContext(self.forward_func, xs, tgt, args)
+        context = CamContext(self.forward_func, call)
         relu = self.relu_by_default if relu_attributions is None else relu_attributions
         maps = []
         for acts, g in zip(record.values, grads):
@@ -155,6 +157,6 @@ class ClassActivationMap(LayerAttribution, GradientAttribution):
             if relu:
                 cam = F.relu(cam)
             if upsample_to_input:
-                cam = LayerAttribution.interpolate(cam, tuple(xs[0].shape[2:]), interpolate_mode)
+                cam = LayerAttribution.interpolate(cam, tuple(call.inputs[0].shape[2:]), interpolate_mode)
             maps.append(cam)
         return maps[0] if len(maps) == 1 else tuple(maps)

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._engine.batching import bytes_per_copy, chunk_ranges, items_per_chunk
+from ..._engine.batching import bytes_per_copy, chunks
 from ..._engine.errors import ArgumentValueError
-from ..._engine.forward import run_forward, scalar_per_example
-from ..._engine.inputs import expand_additional_args, expand_batch
+from ..._engine.forward import scalar_per_example
+from ..._engine.inputs import expand_batch
 from .activation_map import CamContext, ClassActivationMap, safe_div
 
 _UPSAMPLE = {3: "linear", 4: "bilinear", 5: "trilinear"}
@@ -67,10 +67,9 @@ class ScoreCam(ClassActivationMap):
                 "ScoreCam needs an input with the layer's number of dims to mask; "
                 f"the layer gives {acts.dim()}-D maps"
             )
-        size = items_per_chunk(c, bytes_per_copy(context.inputs), self.internal_batch_size)
         scores = []
         with torch.no_grad():
-            for start, stop in chunk_ranges(c, size):
+            for start, stop in chunks(c, bytes_per_copy(context.inputs), items=self.internal_batch_size):
                 k = stop - start
                 masked = tuple(
                     expand_batch(x, k) if m is None
@@ -78,12 +77,7 @@ class ScoreCam(ClassActivationMap):
                     else (m[:, start:stop].transpose(0, 1).unsqueeze(2) * x.unsqueeze(0)).flatten(0, 1)
                     for x, m in zip(context.inputs, masks)
                 )
-                out = run_forward(
-                    context.forward_func,
-                    masked,
-                    context.target.repeat(k),
-                    expand_additional_args(context.additional_args, n, k),
-                )
+                out = context.call.expanded(k, inputs=masked).forward(context.forward_func)
                 scores.append(scalar_per_example(out, n * k).reshape(k, n))
         weights = torch.softmax(torch.cat(scores).transpose(0, 1), dim=1)
         return weights.reshape((n, c) + (1,) * (acts.dim() - 2)).to(acts.dtype)

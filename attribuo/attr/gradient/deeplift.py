@@ -1,8 +1,8 @@
 """DeepLift (Rescale rule) and DeepLiftShap.
 
-The algorithm lives in :func:`deeplift_multipliers`, which takes any forward
-function; the classes only parse Captum's arguments and turn multipliers into
-attributions. Layer and neuron variants bind the same function to another
+The algorithm lives in :func:`deeplift_attributions` (over
+:func:`deeplift_multipliers`), which takes any forward function; the classes
+only parse Captum's arguments. Layer and neuron variants bind the same function to another
 forward (the rest of a model after a layer, or a neuron's activation).
 """
 
@@ -16,13 +16,12 @@ import torch
 from torch import Tensor
 
 from ..._engine.baselines import full_baselines
-from ..._engine.call import parse_call
+from ..._engine.call import Call, completeness_delta, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
-from ..._engine.forward import run_forward, scalar_per_example
+from ..._engine.forward import scalar_per_example
 from ..._engine.hooks import modules_of, preserved_state
-from ..._engine.inputs import expand_additional_args
+from ..._engine.inputs import expand_batch
 from ..._engine.overrides import overriding
-from ..._engine.targets import Target
 from ..base import GradientAttribution
 from .deeplift_rules import RescaleRules
 
@@ -31,31 +30,27 @@ TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 def deeplift_multipliers(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
-    target: Target,
-    additional_args: tuple[Any, ...] = (),
     eps: float = 1e-10,
     *,
     method: str = "DeepLift",
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
-    """DeepLift's Rescale multipliers of the targeted output w.r.t. ``inputs``.
+    """DeepLift's Rescale multipliers of the targeted output w.r.t. ``call.inputs``.
 
     Runs ``forward_func`` once on ``[inputs; baselines]`` (each input tensor
-    concatenated with its baseline along dim 0; tensor ``additional_args``
-    whose dim 0 is the batch are concatenated with themselves, and ``target``
-    is repeated to match), with every covered non-linearity replaced by its
-    Rescale rule (:mod:`attribuo.attr.gradient.deeplift_rules`), and differentiates
-    the sum of the targeted outputs with respect to the input half.
+    concatenated with its baseline along dim 0, the target and batched
+    arguments expanded to match: :meth:`~attribuo._engine.call.Call.expanded`),
+    with every covered non-linearity replaced by its Rescale rule
+    (:mod:`.deeplift_rules`), and differentiates the sum of the targeted
+    outputs with respect to the input half.
 
     Args:
         forward_func: any callable taking ``*inputs, *additional_args``;
             layer and neuron methods pass a forward that replaces a layer's
-            output or returns one neuron (then ``target`` is empty).
-        inputs, baselines: tuples of tensors of equal shapes, dim 0 the batch.
-        target: a parsed :class:`~attribuo._engine.targets.Target` for the
-            ``N`` inputs.
-        additional_args: extra forward arguments for the ``N`` inputs.
+            output or returns one neuron (then the target is empty).
+        call: the inputs (dim 0 the batch), target and extra arguments.
+        baselines: one tensor per input, of the input's shape.
         eps: below this ``|x - x0|`` a rule uses the ordinary derivative.
         method: the name used in warnings about uncovered non-linearities.
 
@@ -67,28 +62,54 @@ def deeplift_multipliers(
 
     Example:
         >>> import torch
-        >>> from attribuo._engine.targets import parse_target
+        >>> from attribuo._engine.call import parse_call
         >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh(), torch.nn.Linear(2, 1))
         >>> x, x0 = torch.rand(3, 2), torch.zeros(3, 2)
-        >>> m, diff = deeplift_multipliers(model, (x,), (x0,), parse_target(0))
+        >>> m, diff = deeplift_multipliers(model, parse_call(x, 0), (x0,))
         >>> torch.allclose(((x - x0) * m[0]).sum(1), diff, atol=1e-6)
         True
     """
-    n = inputs[0].shape[0]
+    n = call.batch
     joint = tuple(
-        torch.cat((x.detach(), b.detach().to(x.dtype))).requires_grad_() for x, b in zip(inputs, baselines)
+        torch.cat((x.detach(), b.detach().to(x.dtype))).requires_grad_() for x, b in zip(call.inputs, baselines)
     )
-    args = expand_additional_args(additional_args, n, 2)
     rules = RescaleRules(eps)
     forward = overriding(forward_func, rules.table())
     with preserved_state(modules_of(forward_func)), torch.enable_grad():
-        selected = run_forward(forward, joint, target.repeat(2), args)
+        selected = call.expanded(2, inputs=joint).forward(forward)
         values = scalar_per_example(selected, 2 * n)
         grads = torch.autograd.grad(values.sum(), joint, allow_unused=True, materialize_grads=True)
     rules.warn(method, stacklevel=5)
     values = values.detach()
     difference = values[:n] - values[n:] if values.dim() == 1 else None
     return tuple(g[:n] for g in grads), difference
+
+
+def deeplift_attributions(
+    forward_func: Callable,
+    call: Call,
+    baselines: tuple[Tensor, ...],
+    eps: float = 1e-10,
+    multiply_by_inputs: bool = True,
+    custom_attribution_func: Callable | None = None,
+    *,
+    method: str = "DeepLift",
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """DeepLift as a pure function (behind DeepLift and its layer and neuron variants).
+
+    Returns ``(attributions, delta)``: one attribution tensor per input of
+    ``call`` (see :func:`attributions_from_multipliers`) and, per example,
+    their sum minus ``F(inputs) - F(baselines)``.
+    """
+    multipliers, difference = deeplift_multipliers(forward_func, call, baselines, eps, method=method)
+    attributions = attributions_from_multipliers(
+        multipliers, call.inputs, baselines, multiply_by_inputs, custom_attribution_func
+    )
+    if difference is None:  # one output for the whole batch: recompute per example
+        delta = completeness_delta(forward_func, attributions, baselines, call)
+    else:
+        delta = sum(a.reshape(call.batch, -1).sum(1) for a in attributions) - difference
+    return attributions, delta
 
 
 def attributions_from_multipliers(
@@ -153,12 +174,7 @@ def _parameter_count(func: Callable) -> int:
     return count
 
 
-def expand_pairs(
-    inputs: tuple[Tensor, ...],
-    baselines: tuple[Tensor, ...],
-    target: Target,
-    additional_args: tuple[Any, ...],
-) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Target, tuple[Any, ...]]:
+def expand_pairs(call: Call, baselines: tuple[Tensor, ...]) -> tuple[Call, tuple[Tensor, ...]]:
     """Every (input, baseline) pair as one example, input-major (DeepLiftShap's order).
 
     With ``N`` inputs and ``B`` baselines, pair ``i * B + j`` holds input
@@ -166,17 +182,14 @@ def expand_pairs(
 
     Example:
         >>> import torch
-        >>> from attribuo._engine.targets import parse_target
-        >>> xs, bs, _, _ = expand_pairs((torch.tensor([[1.0], [2.0]]),),
-        ...                              (torch.tensor([[0.0], [9.0]]),), parse_target(None), ())
-        >>> xs[0].flatten().tolist(), bs[0].flatten().tolist()
+        >>> from attribuo._engine.call import parse_call
+        >>> pairs, bs = expand_pairs(parse_call(torch.tensor([[1.0], [2.0]])), (torch.tensor([[0.0], [9.0]]),))
+        >>> pairs.inputs[0].flatten().tolist(), bs[0].flatten().tolist()
         ([1.0, 1.0, 2.0, 2.0], [0.0, 9.0, 0.0, 9.0])
     """
-    n, b = inputs[0].shape[0], baselines[0].shape[0]
-    xs = tuple(x.repeat_interleave(b, dim=0) for x in inputs)
-    bs = tuple(base.repeat((n,) + (1,) * (base.dim() - 1)) for base in baselines)
-    args = expand_additional_args(additional_args, n, b, interleave=True)
-    return xs, bs, target.repeat(b, interleave=True), args
+    b = baselines[0].shape[0]
+    pairs = call.expanded(b, interleave=True)
+    return pairs, tuple(expand_batch(base, call.batch) for base in baselines)
 
 
 def mean_over_baselines(t: Tensor, n_inputs: int, n_baselines: int) -> Tensor:
@@ -238,24 +251,12 @@ class DeepLift(GradientAttribution):
         of the attributions minus ``F(inputs) - F(baselines)``.
         """
         call = parse_call(inputs, target, additional_forward_args, floating=True)
-        bs = full_baselines(call.inputs, baselines)
-        attributions, delta = self._attribute(
-            call.inputs, bs, call.target, call.args, custom_attribution_func, type(self).__name__
+        attributions, delta = deeplift_attributions(
+            self.forward_func, call, full_baselines(call.inputs, baselines), self.eps,
+            self.multiplies_by_inputs, custom_attribution_func, method=type(self).__name__,
         )
         result = call.result(attributions)
         return (result, delta) if return_convergence_delta else result
-
-    def _attribute(self, xs, bs, tgt, args, custom, method):
-        multipliers, difference = deeplift_multipliers(self.forward_func, xs, bs, tgt, args, self.eps, method=method)
-        attributions = attributions_from_multipliers(
-            multipliers, xs, bs, self.multiplies_by_inputs, custom
-        )
-        n = xs[0].shape[0]
-        if difference is None:  # one output for the whole batch: recompute per example
-            delta = self.compute_convergence_delta(attributions, bs, xs, tgt, args)
-        else:
-            delta = sum(a.reshape(n, -1).sum(1) for a in attributions) - difference
-        return attributions, delta
 
     def has_convergence_delta(self) -> bool:
         return True
@@ -303,8 +304,10 @@ class DeepLiftShap(DeepLift):
         """
         call = parse_call(inputs, target, additional_forward_args, floating=True)
         dist = baseline_distribution(call.inputs, inputs, baselines)
-        pairs = expand_pairs(call.inputs, dist, call.target, call.args)
-        attributions, delta = self._attribute(*pairs, custom_attribution_func, type(self).__name__)
+        attributions, delta = deeplift_attributions(
+            self.forward_func, *expand_pairs(call, dist), self.eps, self.multiplies_by_inputs,
+            custom_attribution_func, method=type(self).__name__,
+        )
         b = dist[0].shape[0]
         result = call.result(tuple(mean_over_baselines(a, call.batch, b) for a in attributions))
         return (result, delta) if return_convergence_delta else result

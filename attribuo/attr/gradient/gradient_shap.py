@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,14 +19,12 @@ import torch
 from torch import Tensor
 
 from ..._engine.baselines import full_baselines
-from ..._engine.batching import bytes_per_copy, chunk_ranges, items_per_chunk
-from ..._engine.call import parse_call
+from ..._engine.batching import bytes_per_copy, chunk_ranges, chunk_size
+from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError
-from ..._engine.forward import output_gradients
-from ..._engine.inputs import as_tuple, is_batched, is_tuple
-from ..._engine.targets import Target
+from ..._engine.inputs import as_tuple, is_tuple, positive_int
 from ..base import GradientAttribution
-from .noise_tunnel import NoiseTunnel, _check_count
+from .noise_tunnel import NoiseTunnel
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
@@ -116,7 +113,7 @@ def gradient_shap(
     layer variant passes one that differentiates w.r.t. a layer instead.
     """
     xs = as_tuple(inputs)
-    _check_count(n_samples, "n_samples")
+    positive_int(n_samples, "n_samples")
     dist = _call_baselines(baselines, inputs)
     first = dist[0] if isinstance(dist, tuple) and dist else dist
     if not isinstance(first, Tensor):
@@ -139,30 +136,29 @@ def gradient_shap(
 
 
 def random_point_gradients(
-    gradients: Callable[[tuple[Tensor, ...], Target, tuple[Any, ...]], tuple[Tensor, ...]],
-    xs: tuple[Tensor, ...],
+    gradients: Callable[[Call], tuple[Tensor, ...]],
+    call: Call,
     starts: tuple[Tensor, ...],
-    target: Target,
-    args: tuple[Any, ...] = (),
     internal_batch_size: int | None = None,
 ) -> tuple[Tensor, ...]:
-    """Per example, ``gradients(points, target, args)`` at one uniformly random point.
+    """Per example, ``gradients(points)`` at one uniformly random point.
 
-    The point lies between ``starts`` and ``xs`` at a fraction drawn with
-    ``numpy.random.uniform`` (as Captum does); examples are evaluated in
-    chunks. ``gradients`` may differentiate w.r.t. the points (the default
-    use) or anything else with one row per example, such as a layer.
+    The point lies between ``starts`` and ``call.inputs`` at a fraction drawn
+    with ``numpy.random.uniform`` (as Captum does); ``points`` is ``call`` on
+    a chunk of the examples with their points as (grad-ready) inputs.
+    ``gradients`` may differentiate w.r.t. the points (the default use) or
+    anything else with one row per example, such as a layer.
     """
-    n = xs[0].shape[0]
+    xs, n = call.inputs, call.batch
     alpha = torch.as_tensor(np.random.uniform(0.0, 1.0, n), dtype=xs[0].dtype, device=xs[0].device)
-    per_chunk = items_per_chunk(n, max(1, bytes_per_copy(xs) // max(n, 1)), internal_batch_size)
-    if per_chunk >= n:  # one chunk (the usual case): no slicing, no concatenation
-        return tuple(gradients(_points(alpha, xs, starts), target, args))
+    size = chunk_size(n, bytes_per_copy(xs) // max(n, 1), examples=internal_batch_size)
+    if size >= n:  # one chunk (the usual case): no slicing, no concatenation
+        return tuple(gradients(call.with_inputs(_points(alpha, xs, starts))))
     grads: list[list[Tensor]] = []
-    for lo, hi in chunk_ranges(n, per_chunk):
-        points = _points(alpha[lo:hi], tuple(x[lo:hi] for x in xs), tuple(b[lo:hi] for b in starts))
-        chunk_args = tuple(v[lo:hi] if is_batched(v, n) else v for v in args)
-        for i, g in enumerate(gradients(points, target.take(lo, hi), chunk_args)):
+    for lo, hi in chunk_ranges(n, size):
+        part = call.take(lo, hi)
+        points = _points(alpha[lo:hi], part.inputs, tuple(b[lo:hi] for b in starts))
+        for i, g in enumerate(gradients(part.with_inputs(points))):
             if i == len(grads):
                 grads.append([])
             grads[i].append(g)
@@ -200,17 +196,12 @@ class InputBaselineXGradient(GradientAttribution):
     ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
         """Attributions at random points, same form as ``inputs``; optionally with deltas."""
         call = parse_call(inputs, target, additional_forward_args, floating=True)
-        xs = call.inputs
-        starts = full_baselines(xs, baselines)
-        result = random_point_gradients(
-            partial(output_gradients, self.forward_func), xs, starts, call.target, call.args,
-            internal_batch_size,
-        )
+        starts = full_baselines(call.inputs, baselines)
+        forward = self.forward_func
+        result = random_point_gradients(lambda points: points.gradients(forward), call, starts, internal_batch_size)
         if self.multiplies_by_inputs:
-            result = tuple((x - b).mul_(g) for x, b, g in zip(xs, starts, result))
-        return self._with_delta(
-            call.result(result), starts, xs, target, additional_forward_args, return_convergence_delta
-        )
+            result = tuple((x - b).mul_(g) for x, b, g in zip(call.inputs, starts, result))
+        return self._with_delta(call.result(result), result, starts, call, return_convergence_delta)
 
     def has_convergence_delta(self) -> bool:
         return True

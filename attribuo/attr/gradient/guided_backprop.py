@@ -7,8 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..._engine.forward import input_gradients
-from ..._engine.inputs import is_tuple, restore_form
+from ..._engine.call import input_gradients
 from ..._engine.overrides import overriding, relu_rules
 from ..base import GradientAttribution
 
@@ -36,8 +35,8 @@ class _ModifiedReLUGradient(GradientAttribution):
     ) -> TensorOrTuple:
         """Modified-backward gradients of ``target`` w.r.t. ``inputs``, same form as ``inputs``."""
         forward = overriding(self.forward_func, relu_rules(type(self)._relu_backward))
-        _, grads = input_gradients(forward, inputs, target, additional_forward_args)
-        return restore_form(is_tuple(inputs), grads)
+        call, grads = input_gradients(forward, inputs, target, additional_forward_args)
+        return call.result(grads)
 
 
 class GuidedBackprop(_ModifiedReLUGradient):

@@ -6,8 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..._engine.forward import input_gradients
-from ..._engine.inputs import is_tuple, restore_form
+from ..._engine.call import input_gradients
 from ..base import GradientAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -32,8 +31,8 @@ class InputXGradient(GradientAttribution):
         additional_forward_args: Any = None,
     ) -> TensorOrTuple:
         """``inputs * d target / d inputs``, same form as ``inputs``."""
-        xs, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
-        return restore_form(is_tuple(inputs), tuple(x * g for x, g in zip(xs, grads)))
+        call, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
+        return call.result(tuple(x * g for x, g in zip(call.inputs, grads)))
 
     @property
     def multiplies_by_inputs(self) -> bool:

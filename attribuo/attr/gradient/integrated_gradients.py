@@ -67,17 +67,14 @@ class IntegratedGradients(GradientAttribution):
         returns ``(attributions, delta)``, one delta per example.
         """
         call = parse_call(inputs, target, additional_forward_args, floating=True)
-        xs = call.inputs
-        starts = full_baselines(xs, baselines)
+        starts = full_baselines(call.inputs, baselines)
         alphas, weights = path_weights(method, n_steps)
         grads = integrate_path_gradients(
-            self.forward_func, starts, xs, alphas, weights, call.target, call.args, internal_batch_size
+            self.forward_func, call, starts, alphas, weights, internal_batch_size
         )
         if self.multiplies_by_inputs:
-            grads = tuple(g * (x - b) for g, x, b in zip(grads, xs, starts))
-        return self._with_delta(
-            call.result(grads), starts, xs, target, additional_forward_args, return_convergence_delta
-        )
+            grads = tuple(g * (x - b) for g, x, b in zip(grads, call.inputs, starts))
+        return self._with_delta(call.result(grads), grads, starts, call, return_convergence_delta)
 
     def has_convergence_delta(self) -> bool:
         return True

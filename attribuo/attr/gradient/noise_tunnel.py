@@ -22,25 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..._engine.batching import chunks
+from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
-from ..._engine.inputs import (
-    as_tuple,
-    batch_size,
-    expand_additional_args,
-    format_additional_args,
-    restore_form,
-)
+from ..._engine.inputs import positive_int, restore_form
 from ..base import Attribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
-
-
-def _check_count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArgumentValueError(f"`{name}` must be a positive int, got {value!r}")
-    return value
 
 
 def stdevs_per_input(stdevs: Any, n_inputs: int) -> tuple[float, ...]:
@@ -136,21 +126,30 @@ def _expand_feature_mask(mask: Any, inputs: tuple[Tensor, ...], samples: int) ->
 
 
 def expand_for_samples(
-    kwargs: dict[str, Any], inputs: tuple[Tensor, ...], samples: int, draw_baselines: bool
+    kwargs: dict[str, Any], call: Call, samples: int, draw_baselines: bool, parsed: bool
 ) -> dict[str, Any]:
-    """Per-example arguments of the wrapped method, expanded like the noisy batch."""
+    """Per-example arguments of the wrapped method, expanded like the noisy batch.
+
+    ``call`` holds the parsed ``target`` and ``additional_forward_args``;
+    with ``parsed`` the wrapped method (one of attribuo's) gets them in that
+    form, expanded, else in the user's form, expanded.
+    """
     out = dict(kwargs)
-    n = inputs[0].shape[0]
+    noisy = call.expanded(samples, interleave=True, inputs=call.inputs)  # target and args only
     if out.get("additional_forward_args") is not None:
-        args = format_additional_args(out["additional_forward_args"])
-        out["additional_forward_args"] = expand_additional_args(args, n, samples, interleave=True)
+        out["additional_forward_args"] = noisy.args
     if "target" in out:
-        out["target"] = _expand_target(out["target"], samples)
+        out["target"] = noisy.target if parsed else _expand_target(out["target"], samples)
     if "baselines" in out:
-        out["baselines"] = _expand_baselines(out["baselines"], inputs, samples, draw_baselines)
+        out["baselines"] = _expand_baselines(out["baselines"], call.inputs, samples, draw_baselines)
     if "feature_mask" in out:
-        out["feature_mask"] = _expand_feature_mask(out["feature_mask"], inputs, samples)
+        out["feature_mask"] = _expand_feature_mask(out["feature_mask"], call.inputs, samples)
     return out
+
+
+def _is_ours(method: Attribution) -> bool:
+    # attribuo's own ``attribute`` methods take a parsed target; foreign ones get the user's form
+    return getattr(type(method).attribute, "__module__", "").startswith("attribuo.")
 
 
 class NoiseTunnel(Attribution):
@@ -212,21 +211,18 @@ class NoiseTunnel(Attribution):
         that have deltas) returns ``(attributions, delta)`` with one delta per
         noisy sample, example-major within each batch of samples.
         """
-        xs = as_tuple(inputs)
-        batch_size(xs)
+        call = parse_call(inputs, kwargs.get("target"), kwargs.get("additional_forward_args"))
+        xs = call.inputs
         if nt_type not in NT_TYPES:
             raise ArgumentValueError(f"`nt_type` must be one of {NT_TYPES}, got {nt_type!r}")
-        _check_count(nt_samples, "nt_samples")
-        per_call = nt_samples
-        if nt_samples_batch_size is not None:
-            per_call = min(nt_samples, _check_count(nt_samples_batch_size, "nt_samples_batch_size"))
+        positive_int(nt_samples, "nt_samples")
         stds = stdevs_per_input(stdevs, len(xs))
         want_delta = bool(kwargs.get("return_convergence_delta", False))
         kwargs = self._checked_kwargs(kwargs, want_delta)
-
-        groups = [per_call] * (nt_samples // per_call)
-        if nt_samples % per_call:
-            groups.append(nt_samples % per_call)
+        parsed = _is_ours(self.attribution_method)
+        groups = [
+            hi - lo for lo, hi in chunks(nt_samples, None, items=nt_samples_batch_size, name="nt_samples_batch_size")
+        ]
         sums: list[Tensor] = []
         sums_sq: list[Tensor] = []
         deltas: list[Tensor] = []
@@ -234,7 +230,7 @@ class NoiseTunnel(Attribution):
         expanded: dict[int, dict[str, Any]] = {}
         for k in groups:
             if k not in expanded:  # baselines are drawn once per group size, as Captum does
-                expanded[k] = expand_for_samples(kwargs, xs, k, draw_baseline_from_distrib)
+                expanded[k] = expand_for_samples(kwargs, call, k, draw_baseline_from_distrib, parsed)
             noisy = noisy_samples(xs, stds, k)
             result = self.attribution_method.attribute(
                 noisy if isinstance(inputs, tuple) else noisy[0], **expanded[k]

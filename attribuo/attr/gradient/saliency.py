@@ -6,8 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..._engine.forward import input_gradients
-from ..._engine.inputs import is_tuple, restore_form
+from ..._engine.call import input_gradients
 from ..base import GradientAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -35,7 +34,7 @@ class Saliency(GradientAttribution):
         additional_forward_args: Any = None,
     ) -> TensorOrTuple:
         """Gradients (absolute by default) of ``target`` w.r.t. ``inputs``, same form as ``inputs``."""
-        _, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
+        call, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
         if abs:
             grads = tuple(g.abs() for g in grads)
-        return restore_form(is_tuple(inputs), grads)
+        return call.result(grads)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._engine.call import parse_call
 from ..._engine.sites import site_gradients, site_values
 from ..base import GradientAttribution, LayerAttribution
 from .common import (
@@ -17,7 +18,6 @@ from .common import (
     layer_form,
     layer_list,
     per_layer,
-    prepare,
 )
 
 
@@ -38,9 +38,9 @@ class LayerActivation(LayerAttribution):
     ) -> LayerResult:
         """The layer's output (input) values, detached; a list for a list of layers."""
         layers = layer_list(self.layer)
-        xs, _, args = prepare(inputs, None, additional_forward_args)
+        call = parse_call(inputs, None, additional_forward_args)
         with torch.no_grad():
-            records = site_values(self.forward_func, layers, xs, args, attribute_to_layer_input)
+            records = site_values(self.forward_func, layers, call.inputs, call.args, attribute_to_layer_input)
         return per_layer(self.layer, [layer_form(r.values) for r in records])
 
     @property
@@ -76,13 +76,11 @@ class LayerGradientXActivation(MultipliesByInputs, LayerAttribution, GradientAtt
     ) -> LayerResult:
         """``dF/dy * y`` (or ``dF/dy``) for the layer values ``y``; a list for a list of layers."""
         layers = layer_list(self.layer)
-        xs, tgt, args = prepare(inputs, target, additional_forward_args)
-        records = site_gradients(
-            self.forward_func, layers, xs, tgt, args, attribute_to_layer_input, grad_kwargs
-        )
+        call = parse_call(inputs, target, additional_forward_args)
+        records = site_gradients(self.forward_func, layers, call, attribute_to_layer_input, grad_kwargs)
         results = []
         for r in records:
-            grads = r.extra["grads"]
+            grads = r.grads
             if self.multiplies_by_inputs:
                 grads = tuple(g * v for g, v in zip(grads, r.values))
             results.append(layer_form(grads))

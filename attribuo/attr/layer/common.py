@@ -19,10 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..._engine.call import parse_call
+from ..._engine.call import Call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.sites import site_values
-from ..._engine.targets import Target
 from ..base import InternalAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -59,14 +58,6 @@ def per_layer(layer: Any, results: list[TensorOrTuple]) -> LayerResult:
     return results if isinstance(layer, (list, tuple)) else results[0]
 
 
-def prepare(
-    inputs: Any, target: Any, additional_forward_args: Any, floating: bool = False
-) -> tuple[tuple[Tensor, ...], Target, tuple[Any, ...]]:
-    """Validated ``(inputs, target, additional args)`` as the engine takes them."""
-    call = parse_call(inputs, target, additional_forward_args, floating=floating)
-    return call.inputs, call.target, call.args
-
-
 class MultipliesByInputs(InternalAttribution):
     """Mixin of the layer and neuron classes with Captum's ``multiply_by_inputs`` switch.
 
@@ -94,16 +85,13 @@ class MultipliesByInputs(InternalAttribution):
 
 
 def layer_values_at(
-    forward_func: Callable,
-    layers: list[nn.Module],
-    inputs: tuple[Tensor, ...],
-    args: tuple[Any, ...],
-    use_input: bool,
+    forward_func: Callable, layers: list[nn.Module], call: Call, use_input: bool
 ) -> list[tuple[Tensor, ...]]:
-    """Each layer's values (detached) for ``inputs``.
+    """Each layer's values (detached) for ``call``'s inputs and arguments.
 
     The forward stops after the layers: callers run the whole model next
     (replacing the layers), which reports a layer used more than once.
     """
     with torch.no_grad():
-        return [r.values for r in site_values(forward_func, layers, inputs, args, use_input, stop=True)]
+        records = site_values(forward_func, layers, call.inputs, call.args, use_input, stop=True)
+    return [r.values for r in records]

@@ -15,16 +15,20 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..._engine.baselines import full_baselines
+from ..._engine.call import Call, parse_call
 from ..._engine.sites import site_function
-from ..._engine.targets import Target
 from ..base import GradientAttribution, LayerAttribution
-from ..gradient.deeplift import DeepLift, baseline_distribution, expand_pairs, mean_over_baselines
+from ..gradient.deeplift import (
+    baseline_distribution,
+    deeplift_attributions,
+    expand_pairs,
+    mean_over_baselines,
+)
 from .common import (
     MultipliesByInputs,
     TensorOrTuple,
     layer_form,
     layer_values_at,
-    prepare,
     single_layer,
 )
 
@@ -61,28 +65,24 @@ class LayerDeepLift(MultipliesByInputs, LayerAttribution, GradientAttribution):
         grad_kwargs: dict[str, Any] | None = None,
     ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
         """DeepLift attributions of ``target``, the layer's shape; with deltas when asked."""
-        xs, tgt, args = prepare(inputs, target, additional_forward_args)
+        call = parse_call(inputs, target, additional_forward_args)
         attrs, delta = self._layer_deeplift(
-            xs, full_baselines(xs, baselines), tgt, args, attribute_to_layer_input,
-            custom_attribution_func,
+            call, full_baselines(call.inputs, baselines), attribute_to_layer_input, custom_attribution_func
         )
         return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)
 
     def _layer_deeplift(
-        self,
-        xs: tuple[Tensor, ...],
-        bs: tuple[Tensor, ...],
-        tgt: Target,
-        args: tuple[Any, ...],
-        use_input: bool,
-        custom: Callable | None,
+        self, call: Call, baselines: tuple[Tensor, ...], use_input: bool, custom: Callable | None
     ) -> tuple[tuple[Tensor, ...], Tensor]:
+        # DeepLift on the rest of the model, between the layer's values at inputs and baselines
         layer = single_layer(self.layer, type(self))
-        (ends,) = layer_values_at(self.forward_func, [layer], xs, args, use_input)
-        (begins,) = layer_values_at(self.forward_func, [layer], bs, args, use_input)
-        replaced = site_function(self.forward_func, layer, xs, args, use_input)
-        deeplift = DeepLift(replaced, self.multiplies_by_inputs)
-        return deeplift._attribute(ends, begins, tgt, (), custom, type(self).__name__)
+        (ends,) = layer_values_at(self.forward_func, [layer], call, use_input)
+        (begins,) = layer_values_at(self.forward_func, [layer], call.with_inputs(baselines), use_input)
+        replaced = site_function(self.forward_func, layer, call, use_input)
+        return deeplift_attributions(
+            replaced, call.with_inputs(ends, args=()), begins, 1e-10, self.multiplies_by_inputs,
+            custom, method=type(self).__name__,
+        )
 
 
 class LayerDeepLiftShap(LayerDeepLift):
@@ -110,11 +110,11 @@ class LayerDeepLiftShap(LayerDeepLift):
         custom_attribution_func: Callable | None = None,
     ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
         """Mean DeepLift attributions over the baselines, the layer's shape."""
-        xs, tgt, args = prepare(inputs, target, additional_forward_args)
-        dist = baseline_distribution(xs, inputs, baselines)
+        call = parse_call(inputs, target, additional_forward_args)
+        dist = baseline_distribution(call.inputs, inputs, baselines)
         attrs, delta = self._layer_deeplift(
-            *expand_pairs(xs, dist, tgt, args), attribute_to_layer_input, custom_attribution_func
+            *expand_pairs(call, dist), attribute_to_layer_input, custom_attribution_func
         )
-        n, b = xs[0].shape[0], dist[0].shape[0]
+        n, b = call.batch, dist[0].shape[0]
         attrs = tuple(mean_over_baselines(a, n, b) for a in attrs)
         return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)

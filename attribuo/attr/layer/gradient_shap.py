@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..._engine.baselines import full_baselines
+from ..._engine.call import Call, parse_call
 from ..._engine.sites import site_gradients
 from ..base import GradientAttribution, LayerAttribution
 from ..gradient.gradient_shap import gradient_shap, random_point_gradients
@@ -16,7 +17,6 @@ from .common import (
     TensorOrTuple,
     layer_form,
     layer_values_at,
-    prepare,
     single_layer,
 )
 
@@ -94,21 +94,16 @@ class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, Gradient
         """Attributions at random points, the layer's shape; optionally with deltas."""
         layer = single_layer(self.layer, type(self))
         use_input = self._use_input if attribute_to_layer_input is None else attribute_to_layer_input
-        xs, tgt, args = prepare(inputs, target, additional_forward_args, floating=True)
-        starts = full_baselines(xs, baselines)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        starts = full_baselines(call.inputs, baselines)
 
-        def layer_gradients(points, chunk_target, chunk_args):
-            (record,) = site_gradients(
-                self.forward_func, [layer], points, chunk_target, chunk_args, use_input, grad_kwargs
-            )
-            return record.extra["grads"]
+        def layer_gradients(points: Call) -> tuple[Tensor, ...]:
+            (record,) = site_gradients(self.forward_func, [layer], points, use_input, grad_kwargs)
+            return record.grads
 
-        attrs = random_point_gradients(layer_gradients, xs, starts, tgt, args, internal_batch_size)
+        attrs = random_point_gradients(layer_gradients, call, starts, internal_batch_size)
         if self.multiplies_by_inputs:
-            (ends,) = layer_values_at(self.forward_func, [layer], xs, args, use_input)
-            (begins,) = layer_values_at(self.forward_func, [layer], starts, args, use_input)
+            (ends,) = layer_values_at(self.forward_func, [layer], call, use_input)
+            (begins,) = layer_values_at(self.forward_func, [layer], call.with_inputs(starts), use_input)
             attrs = tuple((e - b) * g for e, b, g in zip(ends, begins, attrs))
-        return self._with_delta(
-            attrs, starts, xs, target, additional_forward_args, return_convergence_delta,
-            result=layer_form(attrs),
-        )
+        return self._with_delta(layer_form(attrs), attrs, starts, call, return_convergence_delta)

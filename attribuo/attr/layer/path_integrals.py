@@ -6,12 +6,14 @@ classes (result forms, lists of layers, reused layers).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..._engine.baselines import full_baselines
+from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.inputs import require_floating
 from ..._engine.paths import (
@@ -21,7 +23,6 @@ from ..._engine.paths import (
     site_path_evaluations,
 )
 from ..._engine.sites import site_function
-from ..._engine.targets import Target
 from ..base import GradientAttribution, LayerAttribution
 from .common import (
     LayerResult,
@@ -31,7 +32,6 @@ from .common import (
     layer_list,
     layer_values_at,
     per_layer,
-    prepare,
     single_layer,
 )
 
@@ -92,21 +92,21 @@ class InternalInfluence(LayerAttribution, GradientAttribution):
     ) -> TensorOrTuple:
         """Path-averaged layer gradients, the layer's shape."""
         layer = single_layer(self.layer, type(self))
-        xs, tgt, args = prepare(inputs, target, additional_forward_args, floating=True)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
         alphas, weights = path_weights(method, n_steps)
         evaluations = site_path_evaluations(
-            self.forward_func, layer, full_baselines(xs, baselines), xs, alphas, tgt, args,
+            self.forward_func, layer, call, full_baselines(call.inputs, baselines), alphas,
             attribute_to_layer_input, internal_batch_size, grad_kwargs,
         )
         return layer_form(internal_influence(evaluations, weights))
 
 
-class _CompletePathMethod(LayerAttribution, GradientAttribution):
+class _CompletePathMethod(LayerAttribution, GradientAttribution, ABC):
     """Captum's argument handling of LayerConductance and LayerIntegratedGradients.
 
     Both attribute ``F(inputs) - F(baselines)`` along the same path, with the
     same arguments and the same convergence delta; :meth:`_integrate` is the
-    algorithm.
+    algorithm: ``(result in the layer's form, flat attributions)``.
     """
 
     _float_inputs = True
@@ -121,23 +121,19 @@ class _CompletePathMethod(LayerAttribution, GradientAttribution):
         attribute_to_layer_input: bool = False, grad_kwargs: dict[str, Any] | None = None,
     ) -> LayerResult | tuple[LayerResult, Tensor]:
         """Attributions of every layer value (the layer's form); with the delta when asked."""
-        xs, tgt, args = prepare(inputs, target, additional_forward_args, floating=self._float_inputs)
-        starts = full_baselines(xs, baselines)
+        call = parse_call(inputs, target, additional_forward_args, floating=self._float_inputs)
+        starts = full_baselines(call.inputs, baselines)
         path_weights(method, n_steps)  # validates `method` and `n_steps` first
         result, attrs = self._integrate(
-            xs, starts, tgt, args, n_steps, method, internal_batch_size,
-            attribute_to_layer_input, grad_kwargs,
+            call, starts, n_steps, method, internal_batch_size, attribute_to_layer_input, grad_kwargs
         )
-        return self._with_delta(
-            attrs, starts, xs, target, additional_forward_args, return_convergence_delta, result=result
-        )
+        return self._with_delta(result, attrs, starts, call, return_convergence_delta)
 
+    @abstractmethod
     def _integrate(
-        self, xs: tuple[Tensor, ...], starts: tuple[Tensor, ...], tgt: Target, args: tuple[Any, ...],
-        n_steps: int, method: str, internal_batch_size: int | None, use_input: bool,
-        grad_kwargs: dict[str, Any] | None,
-    ) -> tuple[LayerResult, tuple[Tensor, ...]]:
-        raise NotImplementedError
+        self, call: Call, starts: tuple[Tensor, ...], n_steps: int, method: str,
+        internal_batch_size: int | None, use_input: bool, grad_kwargs: dict[str, Any] | None,
+    ) -> tuple[LayerResult, tuple[Tensor, ...]]: ...
 
 
 class LayerConductance(_CompletePathMethod):
@@ -161,10 +157,10 @@ class LayerConductance(_CompletePathMethod):
         (torch.Size([5, 4]), True)
     """
 
-    def _integrate(self, xs, starts, tgt, args, n_steps, method, internal_batch_size, use_input, grad_kwargs):
+    def _integrate(self, call, starts, n_steps, method, internal_batch_size, use_input, grad_kwargs):
         alphas, _ = path_weights(method, n_steps + 1)
         evaluations = site_path_evaluations(
-            self.forward_func, single_layer(self.layer, type(self)), starts, xs, alphas, tgt, args,
+            self.forward_func, single_layer(self.layer, type(self)), call, starts, alphas,
             use_input, internal_batch_size, grad_kwargs,
         )
         attrs = layer_conductance(evaluations)
@@ -199,19 +195,20 @@ class LayerIntegratedGradients(MultipliesByInputs, _CompletePathMethod):
 
     _float_inputs = False  # token ids are fine: the path runs through the layer's values
 
-    def _integrate(self, xs, starts, tgt, args, n_steps, method, internal_batch_size, use_input, grad_kwargs):
+    def _integrate(self, call, starts, n_steps, method, internal_batch_size, use_input, grad_kwargs):
         layers = layer_list(self.layer)
         check_grad_kwargs(grad_kwargs)
-        ends = layer_values_at(self.forward_func, layers, xs, args, use_input)
-        begins = layer_values_at(self.forward_func, layers, starts, args, use_input)
+        ends = layer_values_at(self.forward_func, layers, call, use_input)
+        begins = layer_values_at(self.forward_func, layers, call.with_inputs(starts), use_input)
         counts = [len(values) for values in ends]
         layer_ends = tuple(v for values in ends for v in values)
         layer_starts = tuple(v for values in begins for v in values)
         require_floating(layer_ends, "layer values")
-        replaced = site_function(self.forward_func, layers, xs, args, use_input, counts)
+        replaced = site_function(self.forward_func, layers, call, use_input, counts)
         alphas, weights = path_weights(method, n_steps)
         attrs = integrate_path_gradients(
-            replaced, layer_starts, layer_ends, alphas, weights, tgt, (), internal_batch_size
+            replaced, call.with_inputs(layer_ends, args=()), layer_starts, alphas, weights,
+            internal_batch_size,
         )
         if self.multiplies_by_inputs:
             attrs = tuple(g * (e - s) for g, e, s in zip(attrs, layer_ends, layer_starts))

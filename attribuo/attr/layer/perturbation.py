@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..._engine.call import parse_call
 from ..._engine.sites import site_function
 from ..base import LayerAttribution, PerturbationAttribution
 from ..perturbation.feature_ablation import FeatureAblation
 from ..perturbation.feature_permutation import FeaturePermutation
-from .common import TensorOrTuple, layer_form, layer_values_at, prepare, single_layer
+from .common import TensorOrTuple, layer_form, layer_values_at, single_layer
 
 
 def _at_layer(
@@ -24,9 +25,9 @@ def _at_layer(
 ) -> tuple[Callable, TensorOrTuple]:
     """The model as a function of the layer's values, and those values for ``inputs``."""
     layer = single_layer(method.layer, type(method))
-    xs, _, args = prepare(inputs, None, additional_forward_args)
-    (values,) = layer_values_at(method.forward_func, [layer], xs, args, use_input)
-    return site_function(method.forward_func, layer, xs, args, use_input), layer_form(values)
+    call = parse_call(inputs, None, additional_forward_args)
+    (values,) = layer_values_at(method.forward_func, [layer], call, use_input)
+    return site_function(method.forward_func, layer, call, use_input), layer_form(values)
 
 
 class LayerFeatureAblation(LayerAttribution, PerturbationAttribution):

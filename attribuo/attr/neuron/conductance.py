@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
 from ..._engine.baselines import full_baselines
+from ..._engine.call import parse_call
+from ..._engine.errors import ArgumentValueError
+from ..._engine.forward import run_forward, scalar_per_example
+from ..._engine.sites import _check_module, capture
+from ..._engine.targets import Target
 from ..base import GradientAttribution
 from ..gradient.integrated_gradients import IntegratedGradients
-from ..layer.common import MultipliesByInputs, prepare, single_layer
+from ..layer.common import MultipliesByInputs, single_layer
 from ..layer.path_integrals import check_grad_kwargs
 from .common import NeuronMethod, TensorOrTuple
-from .selectors import NeuronSelector, conductance_function
+from .selectors import NeuronSelector, check_selector, select_neuron
 
 
 class NeuronConductance(MultipliesByInputs, NeuronMethod, GradientAttribution):
@@ -39,14 +48,52 @@ class NeuronConductance(MultipliesByInputs, NeuronMethod, GradientAttribution):
         """Conductance of the neuron for each input feature, same form as ``inputs``."""
         layer = single_layer(self.layer, type(self))
         check_grad_kwargs(grad_kwargs)
-        xs, tgt, _ = prepare(inputs, target, additional_forward_args, floating=True)
+        call = parse_call(inputs, target, additional_forward_args, floating=True)
         # The objective's input gradient is the conductance integrand, so
         # integrated gradients of it is neuron conductance.
         objective = conductance_function(
-            self.forward_func, layer, neuron_selector, tgt, xs[0].shape[0], attribute_to_neuron_input
+            self.forward_func, layer, neuron_selector, call.target, call.batch, attribute_to_neuron_input
         )
         ig = IntegratedGradients(objective, self.multiplies_by_inputs)
         return ig.attribute(
-            inputs, full_baselines(xs, baselines), None, additional_forward_args, n_steps,
+            inputs, full_baselines(call.inputs, baselines), None, call.args, n_steps,
             method, internal_batch_size,
         )
+
+
+def conductance_function(
+    forward_func: Callable,
+    layer: nn.Module,
+    selector: NeuronSelector,
+    target: Target,
+    batch: int,
+    use_input: bool = False,
+) -> Callable[..., Tensor]:
+    """The objective whose input gradient is neuron conductance's integrand.
+
+    Per example it returns ``neuron(x) * stop_grad(dF/d neuron)``, so its
+    gradient is ``dF/d neuron * d neuron/dx``: the target output's gradient
+    at the neuron (``neuron_selector`` applied to the layer gradient, as
+    Captum does) times the neuron's gradient with respect to the inputs.
+    One forward gives both factors. ``batch`` is the original batch size,
+    so the ``target`` can follow the expanded batches of a path method.
+    """
+    check_selector(selector)
+    _check_module(layer)
+
+    def objective(*args: Any) -> Tensor:
+        times = args[0].shape[0] // batch
+        with capture([layer], use_input, keep_graph=True) as (record,):
+            output = run_forward(forward_func, args, target.repeat(times))
+        if record.calls == 0:
+            raise ArgumentValueError(
+                f"`layer` {type(layer).__name__} was not called during the forward pass"
+            )
+        selected = scalar_per_example(output, args[0].shape[0])
+        grads = torch.autograd.grad(
+            selected.sum(), record.values, retain_graph=True, allow_unused=True, materialize_grads=True
+        )
+        return select_neuron(record.values, selector) * select_neuron(grads, selector).detach()
+
+    return objective
+

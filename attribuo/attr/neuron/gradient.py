@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._engine.forward import input_gradients
-from ..._engine.inputs import is_tuple, restore_form
+from ..._engine.call import input_gradients
 from ..base import GradientAttribution
 from ..gradient.gradient_shap import GradientShap
 from ..gradient.guided_backprop import Deconvolution, GuidedBackprop
@@ -34,8 +33,8 @@ class NeuronGradient(NeuronMethod, GradientAttribution):
     ) -> TensorOrTuple:
         """``d neuron / d inputs``, same form as ``inputs``."""
         neuron = self.neuron(neuron_selector, attribute_to_neuron_input)
-        _, grads = input_gradients(neuron, inputs, None, additional_forward_args)
-        return restore_form(is_tuple(inputs), grads)
+        call, grads = input_gradients(neuron, inputs, None, additional_forward_args)
+        return call.result(grads)
 
 
 class NeuronIntegratedGradients(MultipliesByInputs, NeuronMethod, GradientAttribution):

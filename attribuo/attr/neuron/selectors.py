@@ -21,13 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
-from ..._engine.forward import run_forward, scalar_per_example
-from ..._engine.sites import _check_module, capture, site_values
-from ..._engine.targets import Target
+from ..._engine.sites import _check_module, site_values
 
 NeuronSelector = int | tuple | Callable[..., Tensor]
 
@@ -126,40 +123,3 @@ def neuron_function(
         return select_neuron(record.values, selector, scalar_total)
 
     return neuron
-
-
-def conductance_function(
-    forward_func: Callable,
-    layer: nn.Module,
-    selector: NeuronSelector,
-    target: Target,
-    batch: int,
-    use_input: bool = False,
-) -> Callable[..., Tensor]:
-    """The objective whose input gradient is neuron conductance's integrand.
-
-    Per example it returns ``neuron(x) * stop_grad(dF/d neuron)``, so its
-    gradient is ``dF/d neuron * d neuron/dx``: the target output's gradient
-    at the neuron (``neuron_selector`` applied to the layer gradient, as
-    Captum does) times the neuron's gradient with respect to the inputs.
-    One forward gives both factors. ``batch`` is the original batch size,
-    so the ``target`` can follow the expanded batches of a path method.
-    """
-    check_selector(selector)
-    _check_module(layer)
-
-    def objective(*args: Any) -> Tensor:
-        times = args[0].shape[0] // batch
-        with capture([layer], use_input, keep_graph=True) as (record,):
-            output = run_forward(forward_func, args, target.repeat(times))
-        if record.calls == 0:
-            raise ArgumentValueError(
-                f"`layer` {type(layer).__name__} was not called during the forward pass"
-            )
-        selected = scalar_per_example(output, args[0].shape[0])
-        grads = torch.autograd.grad(
-            selected.sum(), record.values, retain_graph=True, allow_unused=True, materialize_grads=True
-        )
-        return select_neuron(record.values, selector) * select_neuron(grads, selector).detach()
-
-    return objective

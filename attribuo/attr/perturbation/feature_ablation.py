@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._engine.call import parse_call
+from ..._engine.call import Call, parse_call
 from ..._engine.perturb import (
-    Evaluation,
     FeatureElements,
     Masks,
     evaluate_perturbations,
@@ -22,7 +21,6 @@ from ..._engine.perturb import (
     replace_elements,
     spread,
 )
-from ..._engine.targets import Target
 from ..base import PerturbationAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -31,11 +29,9 @@ Replacement = Callable[[int, int, int], Tensor]
 
 def ablate(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
     masks: Masks,
-    target: Target,
-    args: tuple[Any, ...],
     perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     desc: str = "Feature Ablation",
@@ -49,7 +45,8 @@ def ablate(
     stop)``, which returns ``[P, N, ...]`` values for input ``i`` and
     perturbations ``start..stop-1``, as FeaturePermutation does). The
     attribution of an element is ``f(inputs) - f(perturbed)`` for its
-    feature, one value per output: the result for input ``i`` has shape
+    feature, one value per output, with ``inputs``, ``target`` and extra
+    arguments those of ``call``: the result for input ``i`` has shape
     ``[f(inputs).numel(), *inputs[i].shape[1:]]``, which is the input's shape
     when the forward function returns one scalar per example.
 
@@ -59,14 +56,14 @@ def ablate(
 
     Example:
         >>> import torch
-        >>> from attribuo._engine.targets import parse_target
+        >>> from attribuo._engine.call import parse_call
         >>> x = torch.tensor([[1.0, 2.0]])
-        >>> ablate(lambda t: t.sum(1), (x,), (torch.zeros_like(x),),
-        ...        (torch.tensor([[0, 1]]),), parse_target(None), ())[0]
+        >>> ablate(lambda t: t.sum(1), parse_call(x), (torch.zeros_like(x),),
+        ...        (torch.tensor([[0, 1]]),))[0]
         tensor([[1., 2.]])
     """
-    evaluation = Evaluation(forward_func, inputs, target, args)
-    initial = initial_output(evaluation, inputs)
+    inputs = call.inputs
+    initial = initial_output(forward_func, call)
     order = feature_order(masks)
     index = positions(masks, order)
     total = order.numel()
@@ -85,7 +82,7 @@ def ablate(
         return tuple(copies), None
 
     for start, stop, rows, _ in evaluate_perturbations(
-        evaluation, total, make, initial, perturbations_per_eval, show_progress, desc
+        forward_func, call, total, make, initial, perturbations_per_eval, show_progress, desc
     ):
         diffs[start:stop] = flat_initial - rows.to(diffs.dtype)
     return tuple(spread(diffs, idx, (flat_initial.shape[1],)) for idx in index)
@@ -134,11 +131,9 @@ class FeatureAblation(PerturbationAttribution):
         xs = call.inputs
         result = ablate(
             self.forward_func,
-            xs,
+            call,
             perturbation_baselines(xs, baselines),
             feature_masks(xs, feature_mask),
-            call.target,
-            call.args,
             perturbations_per_eval,
             show_progress,
             self.get_name(),

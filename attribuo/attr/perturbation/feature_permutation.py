@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from ..._engine.call import Call, parse_call
-from ..._engine.perturb import Evaluation, Masks, feature_masks, feature_order, initial_output
-from ..._engine.targets import Target
+from ..._engine.perturb import Masks, feature_masks, feature_order, initial_output
 from ..base import PerturbationAttribution
 from .feature_ablation import ablate
 
@@ -37,10 +36,8 @@ def _permute_feature(x: Tensor, feature_mask: Tensor) -> Tensor:
 
 def permute(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     masks: Masks,
-    target: Target,
-    args: tuple[Any, ...],
     perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     perm_func: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -54,7 +51,8 @@ def permute(
     in mask order, then inputs), or whatever ``perm_func(x, mask)`` returns.
     Returns ``f(inputs) - f(permuted)`` spread over each feature's elements.
     """
-    n = inputs[0].shape[0]
+    inputs = call.inputs
+    n = call.batch
     order = feature_order(masks)
     if n < 2:
         warnings.warn(
@@ -79,8 +77,8 @@ def permute(
             idx = perms[i][start:stop].to(inputs[i].device)
             return inputs[i][idx.reshape(-1)].reshape((stop - start,) + tuple(inputs[i].shape))
 
-        return ablate(forward_func, inputs, inputs, masks, target, args,
-                      perturbations_per_eval, show_progress, desc, replacement)
+        return ablate(forward_func, call, inputs, masks, perturbations_per_eval, show_progress, desc,
+                      replacement)
 
     ids = [order.to(m.device) for m in masks]
 
@@ -91,8 +89,7 @@ def permute(
             rows.append(perm_func(inputs[i], chosen) if bool(chosen.any()) else inputs[i])
         return torch.stack(rows)
 
-    return ablate(forward_func, inputs, inputs, masks, target, args,
-                  perturbations_per_eval, show_progress, desc, custom)
+    return ablate(forward_func, call, inputs, masks, perturbations_per_eval, show_progress, desc, custom)
 
 
 class FeaturePermutation(PerturbationAttribution):
@@ -145,10 +142,8 @@ class FeaturePermutation(PerturbationAttribution):
         else:
             result = permute(
                 self.forward_func,
-                xs,
+                call,
                 masks,
-                call.target,
-                call.args,
                 perturbations_per_eval,
                 show_progress,
                 self.perm_func,
@@ -158,8 +153,6 @@ class FeaturePermutation(PerturbationAttribution):
 
 
 def _zeros(forward_func: Callable, call: Call) -> tuple[Tensor, ...]:
-    xs = call.inputs
-    ev = Evaluation(forward_func, xs, call.target, call.args)
-    out = initial_output(ev, xs)
+    out = initial_output(forward_func, call)
     return tuple(torch.zeros((out.numel(),) + tuple(x.shape[1:]), dtype=out.dtype, device=x.device)
-                 for x in xs)
+                 for x in call.inputs)

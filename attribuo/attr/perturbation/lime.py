@@ -5,17 +5,17 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..._engine.call import parse_call
+from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentValueError
-from ..._engine.inputs import as_tuple, is_tuple
+from ..._engine.inputs import as_tuple, positive_int
 from ..._engine.perturb import (
-    Evaluation,
     Masks,
     blend,
     evaluate_perturbations,
@@ -26,7 +26,6 @@ from ..._engine.perturb import (
     select_elements,
     spread,
 )
-from ..._engine.targets import Target
 from ..base import PerturbationAttribution
 from .linear_models import Model, SkLearnLasso
 
@@ -136,11 +135,9 @@ def construct_feature_mask(feature_mask: Any, formatted_inputs: tuple[Tensor, ..
 # -------------------------------------------------------------- batched algorithm
 def surrogate_coefficients(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
     masks: Masks,
-    target: Target,
-    args: tuple[Any, ...],
     samples: Tensor,
     model: Model,
     weights: Tensor | ExpKernelSimilarity,
@@ -160,8 +157,8 @@ def surrogate_coefficients(
     ``fit_batch`` method -- and the coefficients ``[G, F]`` are returned.
     """
     groups, count, num = samples.shape
-    evaluation = Evaluation(forward_func, inputs, target, args)
-    initial = initial_output(evaluation, inputs)
+    inputs = call.inputs
+    initial = initial_output(forward_func, call)
     outputs = torch.zeros((groups, count), dtype=torch.float64, device=samples.device)
     kernel = weights if isinstance(weights, ExpKernelSimilarity) else None
     sims = torch.zeros((groups, count), dtype=torch.float64, device=samples.device) if kernel else weights
@@ -176,7 +173,7 @@ def surrogate_coefficients(
         return copies, None
 
     for start, stop, rows, _ in evaluate_perturbations(
-        evaluation, count, make, initial, perturbations_per_eval, show_progress, desc
+        forward_func, call, count, make, initial, perturbations_per_eval, show_progress, desc
     ):
         outputs[:, start:stop] = rows.reshape(stop - start, groups).transpose(0, 1).to(outputs.device)
     x = samples.to(torch.float64)
@@ -191,12 +188,12 @@ def surrogate_coefficients(
     return torch.stack(coefs)
 
 
-def _groups(forward_func: Callable, xs: tuple[Tensor, ...], target: Target, args: tuple, per_eval: Any) -> int:
+def _groups(forward_func: Callable, call: Call, per_eval: Any) -> int:
     """1 for one surrogate for the whole batch, N for one per example (Captum's rules)."""
-    n = xs[0].shape[0]
+    n = call.batch
     if n == 1:
         return 1
-    out = initial_output(Evaluation(forward_func, xs, target, args), xs)
+    out = initial_output(forward_func, call)
     if out.numel() == n:
         return n
     if out.numel() == 1:
@@ -223,6 +220,84 @@ def _shape_result(coefs: Tensor, xs: tuple[Tensor, ...], masks: Masks, groups: i
 
 def _result_dtype(xs: tuple[Tensor, ...]) -> torch.dtype:
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+@dataclass(frozen=True)
+class LimeHooks:
+    """The user-supplied parts of the LIME recipe (see :class:`LimeBase`)."""
+
+    perturb_func: Callable
+    similarity_func: Callable
+    perturb_interpretable_space: bool
+    from_interp_rep_transform: Callable | None
+    to_interp_rep_transform: Callable | None
+
+    @classmethod
+    def of(cls, lime: LimeBase) -> LimeHooks:
+        """The hooks a LimeBase instance holds now (they may be set after construction)."""
+        return cls(
+            lime.perturb_func, lime.similarity_func, lime.perturb_interpretable_space,
+            lime.from_interp_rep_transform, lime.to_interp_rep_transform,
+        )
+
+
+def lime_base(
+    forward_func: Callable,
+    inputs: Any,
+    call: Call,
+    hooks: LimeHooks,
+    model: Model,
+    n_samples: int,
+    perturbations_per_eval: int | None = None,
+    show_progress: bool = False,
+    desc: str = "Lime Base",
+    **kwargs: Any,
+) -> Tensor:
+    """The general LIME recipe as a pure function (the algorithm behind :class:`LimeBase`).
+
+    Draws ``n_samples`` samples with ``hooks.perturb_func(inputs, **kwargs)``
+    (``inputs`` as the user gave them), maps each between the interpretable
+    and the input space, weights it with ``hooks.similarity_func``, evaluates
+    the model on all of them in chunks (with ``call``'s target and
+    arguments), fits ``model`` and returns its ``representation()``.
+    """
+    perturb = hooks.perturb_func
+    generator = perturb(inputs, **kwargs) if inspect.isgeneratorfunction(perturb) else None
+    interp, model_inputs, sims = [], [], []
+    for _ in range(n_samples):
+        try:
+            sample = next(generator) if generator is not None else perturb(inputs, **kwargs)
+        except StopIteration:
+            warnings.warn("Generator completed prior to given n_samples iterations!", stacklevel=3)
+            break
+        if hooks.perturb_interpretable_space:
+            z, x = sample, hooks.from_interp_rep_transform(sample, inputs, **kwargs)
+        else:
+            z, x = hooks.to_interp_rep_transform(sample, inputs, **kwargs), sample
+        sim = hooks.similarity_func(inputs, x, z, **kwargs)
+        interp.append(torch.as_tensor(z).reshape(1, -1) if torch.as_tensor(z).dim() < 2 else z)
+        model_inputs.append(as_tuple(x))
+        sims.append(torch.as_tensor(sim, dtype=torch.float32).flatten())
+    if not model_inputs:
+        raise ArgumentValueError("`n_samples` must be at least 1")
+    initial = initial_output(forward_func, call)
+    if initial.numel() != 1:
+        raise ArgumentValueError(
+            "the forward function (with `target`) must return one value per perturbed input; "
+            f"got {initial.numel()} values"
+        )
+    outputs = torch.zeros(len(model_inputs), dtype=torch.float32)
+
+    def make(start: int, stop: int) -> tuple[tuple[Tensor, ...], None]:
+        return tuple(torch.cat(parts) for parts in zip(*model_inputs[start:stop])), None
+
+    for start, stop, rows, _ in evaluate_perturbations(
+        forward_func, call, len(model_inputs), make, initial, perturbations_per_eval, show_progress, desc
+    ):
+        outputs[start:stop] = rows.reshape(-1).float().cpu()
+    data = TensorDataset(torch.cat(interp).float().cpu(), outputs, torch.cat(sims).float().cpu())
+    model.fit(DataLoader(data, batch_size=len(model_inputs)))
+    return model.representation()
 
 
 # --------------------------------------------------------------------- classes
@@ -288,44 +363,10 @@ class LimeBase(PerturbationAttribution):
     ) -> Tensor:
         """Fit the interpretable model around ``inputs``; returns its ``representation()``."""
         call = parse_call(inputs, target, additional_forward_args)
-        xs = call.inputs
-        generator = self.perturb_func(inputs, **kwargs) if inspect.isgeneratorfunction(self.perturb_func) else None
-        interp, model_inputs, sims = [], [], []
-        for _ in range(n_samples):
-            try:
-                sample = next(generator) if generator is not None else self.perturb_func(inputs, **kwargs)
-            except StopIteration:
-                warnings.warn("Generator completed prior to given n_samples iterations!", stacklevel=2)
-                break
-            if self.perturb_interpretable_space:
-                z, x = sample, self.from_interp_rep_transform(sample, inputs, **kwargs)
-            else:
-                z, x = self.to_interp_rep_transform(sample, inputs, **kwargs), sample
-            sim = self.similarity_func(inputs, x, z, **kwargs)
-            interp.append(torch.as_tensor(z).reshape(1, -1) if torch.as_tensor(z).dim() < 2 else z)
-            model_inputs.append(as_tuple(x))
-            sims.append(torch.as_tensor(sim, dtype=torch.float32).flatten())
-        if not model_inputs:
-            raise ArgumentValueError("`n_samples` must be at least 1")
-        evaluation = Evaluation(self.forward_func, xs, call.target, call.args)
-        initial = initial_output(evaluation, xs)
-        if initial.numel() != 1:
-            raise ArgumentValueError(
-                "the forward function (with `target`) must return one value per perturbed input; "
-                f"got {initial.numel()} values"
-            )
-        outputs = torch.zeros(len(model_inputs), dtype=torch.float32)
-
-        def make(start: int, stop: int) -> tuple[tuple[Tensor, ...], None]:
-            return tuple(torch.cat(parts) for parts in zip(*model_inputs[start:stop])), None
-
-        for start, stop, rows, _ in evaluate_perturbations(
-            evaluation, len(model_inputs), make, initial, perturbations_per_eval, show_progress, self.get_name()
-        ):
-            outputs[start:stop] = rows.reshape(-1).float().cpu()
-        data = TensorDataset(torch.cat(interp).float().cpu(), outputs, torch.cat(sims).float().cpu())
-        self.interpretable_model.fit(DataLoader(data, batch_size=len(model_inputs)))
-        return self.interpretable_model.representation()
+        return lime_base(
+            self.forward_func, inputs, call, LimeHooks.of(self), self.interpretable_model, n_samples,
+            perturbations_per_eval, show_progress, self.get_name(), **kwargs,
+        )
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -410,10 +451,9 @@ class Lime(LimeBase):
 
     def _attribute(self, inputs, baselines, target, additional_forward_args, feature_mask, n_samples,
                    perturbations_per_eval, return_input_shape, show_progress, **kwargs):
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ArgumentValueError(f"`n_samples` must be a positive int, got {n_samples!r}")
+        positive_int(n_samples, "n_samples")
         call = parse_call(inputs, target, additional_forward_args)
-        xs, tgt, args = call.inputs, call.target, call.args
+        xs = call.inputs
         base = perturbation_baselines(xs, baselines)
         masks, count = construct_feature_mask(feature_mask, xs)
         if count > 10000:
@@ -421,37 +461,33 @@ class Lime(LimeBase):
                 f"fitting an interpretable model with {count} features is slow; group features "
                 "with `feature_mask`", stacklevel=3,
             )
-        groups = _groups(self.forward_func, xs, tgt, args, perturbations_per_eval)
+        groups = _groups(self.forward_func, call, perturbations_per_eval)
         dtype = _result_dtype(xs)
         if self._fast():
             samples = self._samples(groups, n_samples, count, xs[0].device)
             coefs = surrogate_coefficients(
-                self.forward_func, xs, base, masks, tgt, args, samples, self.interpretable_model,
+                self.forward_func, call, base, masks, samples, self.interpretable_model,
                 self._weights(samples), perturbations_per_eval, show_progress, self.get_name(),
             )
         else:
-            coefs = self._per_group(inputs, xs, base, masks, count, tgt, args, groups, n_samples,
+            coefs = self._per_group(call, base, masks, count, groups, n_samples,
                                     perturbations_per_eval, show_progress, kwargs)
         result = _shape_result(coefs, xs, masks, groups, return_input_shape, dtype)
         return call.result(result) if return_input_shape else result
 
-    def _per_group(self, inputs, xs, base, masks, count, tgt, args, groups, n_samples, per_eval, show_progress, kwargs):
+    def _per_group(self, call, base, masks, count, groups, n_samples, per_eval, show_progress, kwargs):
         # user-supplied hooks: Captum's per-example loop, each example's samples evaluated in batches
         coefs = []
-        single = not is_tuple(inputs)
+        hooks = LimeHooks.of(self)
         for g in range(groups):
+            sub = call.take(g, g + 1) if groups > 1 else call
             pick = (lambda t, g=g: t[g:g + 1]) if groups > 1 else (lambda t: t)
-            sub = tuple(pick(x) for x in xs)
             sub_masks = tuple(pick(m) if m.shape[0] > 1 else m for m in masks)
-            sub_base = tuple(pick(b) for b in base)
-            sub_tgt = tgt.take(g, g + 1) if groups > 1 else tgt
-            sub_args = tuple(pick(a) if isinstance(a, Tensor) and a.dim() and a.shape[0] == xs[0].shape[0] and groups > 1 else a for a in args)
-            rep = LimeBase.attribute(
-                self, sub[0] if single else sub, target=sub_tgt, additional_forward_args=sub_args,
-                n_samples=n_samples, perturbations_per_eval=per_eval, show_progress=show_progress,
-                baselines=sub_base[0] if single else sub_base,
-                feature_mask=sub_masks[0] if single else sub_masks,
-                num_interp_features=count, **kwargs,
+            rep = lime_base(
+                self.forward_func, sub.result(sub.inputs), sub, hooks, self.interpretable_model,
+                n_samples, per_eval, show_progress, self.get_name(),
+                baselines=sub.result(tuple(pick(b) for b in base)),
+                feature_mask=sub.result(sub_masks), num_interp_features=count, **kwargs,
             )
             coefs.append(rep.reshape(-1))
         return torch.stack(coefs)

@@ -8,16 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._engine.call import parse_call
+from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.perturb import (
-    Evaluation,
     evaluate_perturbations,
     initial_output,
     perturbation_baselines,
     replace_elements,
 )
-from ..._engine.targets import Target
 from ..base import PerturbationAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -73,19 +71,17 @@ class _Windows:
 
 def occlude(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
     windows: tuple[tuple[int, ...], ...],
     strides: tuple[tuple[int, ...], ...],
-    target: Target,
-    args: tuple[Any, ...],
     perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     desc: str = "Occlusion",
 ) -> tuple[Tensor, ...]:
     """Occlusion as a pure function (the algorithm behind :class:`Occlusion`).
 
-    For every input ``i`` a window of shape ``windows[i]`` moves over one
+    For every input ``i`` of ``call`` a window of shape ``windows[i]`` moves over one
     example's shape with steps ``strides[i]`` (windows reaching past the end
     are cropped). Each position is one perturbation: the window's elements
     take the baseline and ``f(inputs) - f(perturbed)`` is added to every
@@ -95,14 +91,13 @@ def occlude(
 
     Example:
         >>> import torch
-        >>> from attribuo._engine.targets import parse_target
+        >>> from attribuo._engine.call import parse_call
         >>> x = torch.tensor([[1.0, 2.0, 3.0]])
-        >>> occlude(lambda t: t.sum(1), (x,), (torch.zeros_like(x),), ((2,),), ((1,),),
-        ...         parse_target(None), ())[0]
+        >>> occlude(lambda t: t.sum(1), parse_call(x), (torch.zeros_like(x),), ((2,),), ((1,),))[0]
         tensor([[3., 4., 5.]])
     """
-    evaluation = Evaluation(forward_func, inputs, target, args)
-    initial = initial_output(evaluation, inputs)
+    inputs = call.inputs
+    initial = initial_output(forward_func, call)
     flat_initial = initial.reshape(1, -1)
     n_out = flat_initial.shape[1]
     shapes = [tuple(x.shape[1:]) for x in inputs]
@@ -139,7 +134,7 @@ def occlude(
         return tuple(copies), entries
 
     for _, _, rows, entries in evaluate_perturbations(
-        evaluation, total, make, initial, perturbations_per_eval, show_progress, desc
+        forward_func, call, total, make, initial, perturbations_per_eval, show_progress, desc
     ):
         diff = (flat_initial - rows).to(dtype)  # [P, n_out]
         for i, pe in enumerate(entries):
@@ -238,12 +233,10 @@ class Occlusion(PerturbationAttribution):
                     )
         result = occlude(
             self.forward_func,
-            xs,
+            call,
             perturbation_baselines(xs, baselines),
             windows,
             steps,
-            call.target,
-            call.args,
             perturbations_per_eval,
             show_progress,
             self.get_name(),

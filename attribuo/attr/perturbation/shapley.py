@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..._engine.call import parse_call
+from ..._engine.call import Call, parse_call
+from ..._engine.inputs import positive_int
 from ..._engine.perturb import (
-    Evaluation,
     Masks,
     blend,
     evaluate_perturbations,
@@ -24,7 +24,6 @@ from ..._engine.perturb import (
     spread,
     warn_missing_ids,
 )
-from ..._engine.targets import Target
 from ..base import PerturbationAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -32,26 +31,24 @@ TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 def coalition_values(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
     masks: Masks,
-    target: Target,
-    args: tuple[Any, ...],
     total: int,
     coalition: Callable[[int, int], Tensor],
     perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     desc: str = "Shapley",
 ) -> tuple[Tensor, Tensor]:
-    """Evaluate ``total`` coalitions: ``f`` with the chosen features from ``inputs``.
+    """Evaluate ``total`` coalitions: ``f`` with the chosen features from ``call.inputs``.
 
     ``coalition(start, stop)`` returns a ``[P, F]`` (or ``[P, N, F]``)
     boolean: which features take the input's value (the rest take the
     baseline) in coalitions ``start..stop-1``. Returns ``(f(baselines),
     values)``, with ``values[k]`` the flattened output of coalition ``k``.
     """
-    evaluation = Evaluation(forward_func, inputs, target, args)
-    initial = initial_output(evaluation, baselines)
+    inputs = call.inputs
+    initial = initial_output(forward_func, call.with_inputs(baselines))
     values = torch.zeros((total, initial.numel()), dtype=_float(initial), device=initial.device)
 
     def make(start: int, stop: int) -> tuple[tuple[Tensor, ...], None]:
@@ -62,7 +59,7 @@ def coalition_values(
         ), None
 
     for start, stop, rows, _ in evaluate_perturbations(
-        evaluation, total, make, initial, perturbations_per_eval, show_progress, desc
+        forward_func, call, total, make, initial, perturbations_per_eval, show_progress, desc
     ):
         values[start:stop] = rows
     return initial, values
@@ -78,11 +75,9 @@ def _output_shape(initial: Tensor) -> tuple[int, ...]:
 
 def shapley_sampling(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
     masks: Masks,
-    target: Target,
-    args: tuple[Any, ...],
     n_samples: int = 25,
     perturbations_per_eval: int | None = None,
     show_progress: bool = False,
@@ -111,7 +106,7 @@ def shapley_sampling(
         return rank[ks // count] <= steps[ks % count][:, None]
 
     initial, values = coalition_values(
-        forward_func, inputs, baselines, masks, target, args, n_samples * count, coalition,
+        forward_func, call, baselines, masks, n_samples * count, coalition,
         perturbations_per_eval, show_progress, desc,
     )
     n_out = initial.numel()
@@ -127,11 +122,9 @@ def shapley_sampling(
 
 def shapley_exact(
     forward_func: Callable,
-    inputs: tuple[Tensor, ...],
+    call: Call,
     baselines: tuple[Tensor, ...],
     masks: Masks,
-    target: Target,
-    args: tuple[Any, ...],
     perturbations_per_eval: int | None = None,
     show_progress: bool = False,
     desc: str = "Shapley Values",
@@ -153,7 +146,7 @@ def shapley_exact(
         return (ks[:, None] & bits) != 0
 
     initial, rest = coalition_values(
-        forward_func, inputs, baselines, masks, target, args, 2**count - 1, coalition,
+        forward_func, call, baselines, masks, 2**count - 1, coalition,
         perturbations_per_eval, show_progress, desc,
     )
     n_out = initial.numel()
@@ -177,13 +170,7 @@ def shapley_exact(
 def _prepare(inputs: Any, baselines: Any, target: Any, additional_forward_args: Any, feature_mask: Any):
     call = parse_call(inputs, target, additional_forward_args)
     xs = call.inputs
-    return call, (
-        xs,
-        perturbation_baselines(xs, baselines),
-        feature_masks(xs, feature_mask),
-        call.target,
-        call.args,
-    )
+    return call, (call, perturbation_baselines(xs, baselines), feature_masks(xs, feature_mask))
 
 
 class ShapleyValueSampling(PerturbationAttribution):
@@ -219,10 +206,7 @@ class ShapleyValueSampling(PerturbationAttribution):
         show_progress: bool = False,
     ) -> TensorOrTuple:
         """Sampled Shapley values, same form as ``inputs``."""
-        from ..._engine.errors import ArgumentValueError
-
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ArgumentValueError(f"`n_samples` must be a positive int, got {n_samples!r}")
+        positive_int(n_samples, "n_samples")
         call, prepared = _prepare(inputs, baselines, target, additional_forward_args, feature_mask)
         result = shapley_sampling(
             self.forward_func,
