@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from textwrap import shorten
 from typing import Any
 
 import torch
@@ -104,64 +103,25 @@ class LLMAttributionResult:
         """``{input token: sequence attribution}``."""
         return dict(zip(self.input_tokens, self.seq_attr.cpu().tolist()))
 
-    @staticmethod
-    def _labels(tokens: list[str]) -> list[str]:
-        return [shorten(repr(t)[1:-1], width=50, placeholder="...") for t in tokens]
-
-    @staticmethod
-    def _color_map() -> Any:
-        import matplotlib.colors as mcolors
-
-        return mcolors.LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
-
     def plot_token_attr(self, show: bool = False) -> tuple[Any, Any] | None:
-        """Heat map of ``token_attr`` (output tokens x input tokens); ``(fig, ax)`` unless ``show``."""
+        """Heat map of ``token_attr`` (output tokens x input tokens); ``(fig, ax)`` unless ``show``.
+
+        Drawn by :func:`attribuo.attr.visualization.visualize_token_attr`.
+        """
         if self.token_attr is None:
             raise ValueError(
                 "token_attr is None (this method gives sequence attributions only); "
                 "use plot_seq_attr instead"
             )
-        import matplotlib.pyplot as plt
+        from ..visualization import visualize_token_attr
 
-        data = self.token_attr.detach().cpu().float().numpy()
-        bound = float(abs(data).max()) if data.size else 0.0
-        fig, ax = plt.subplots()
-        ax.grid(False)
-        fig.set_size_inches(max(data.shape[1] * 1.3, 6.4), max(data.shape[0] / 2.5, 4.8))
-        im = ax.imshow(data, vmax=bound, vmin=-bound, cmap=self._color_map(), aspect="auto")
-        fig.set_facecolor("white")
-        bar = fig.colorbar(im, ax=ax)
-        bar.ax.set_ylabel("Token Attribution", rotation=-90, va="bottom")
-        ax.set_xticks(range(data.shape[1]), labels=self._labels(self.input_tokens))
-        ax.set_yticks(range(data.shape[0]), labels=[repr(t)[1:-1] for t in self.output_tokens])
-        ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
-        plt.setp(ax.get_xticklabels(), rotation=-30, ha="right", rotation_mode="anchor")
-        for i in range(data.shape[0]):
-            for j in range(data.shape[1]):
-                # dark cells get white text
-                color = "black" if 0.2 < im.norm(data[i, j]) < 0.8 else "white"
-                ax.text(j, i, f"{data[i, j]:.4f}", ha="center", va="center", color=color)
-        if show:
-            plt.show()
-            return None
-        return fig, ax
+        return visualize_token_attr(self.token_attr, self.input_tokens, self.output_tokens, show)
 
     def plot_seq_attr(self, show: bool = False) -> tuple[Any, Any] | None:
-        """Bar chart of ``seq_attr`` (positive blue, negative red); ``(fig, ax)`` unless ``show``."""
-        import matplotlib.pyplot as plt
+        """Bar chart of ``seq_attr`` (positive blue, negative red); ``(fig, ax)`` unless ``show``.
 
-        data = self.seq_attr.detach().cpu().float().numpy()
-        fig, ax = plt.subplots()
-        fig.set_size_inches(max(data.shape[0] / 2, 6.4), max(data.shape[0] / 4, 4.8))
-        ax.set_xticks(range(data.shape[0]), labels=self._labels(self.input_tokens))
-        ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
-        plt.setp(ax.get_xticklabels(), rotation=-30, ha="right", rotation_mode="anchor")
-        fig.set_facecolor("white")
-        positions = range(data.shape[0])
-        ax.bar(positions, data.clip(min=0), align="center", color="#4772b3")
-        ax.bar(positions, data.clip(max=0), align="center", color="#d0365b")
-        ax.set_ylabel("Sequence Attribution", rotation=90, va="bottom")
-        if show:
-            plt.show()
-            return None
-        return fig, ax
+        Drawn by :func:`attribuo.attr.visualization.visualize_seq_attr`.
+        """
+        from ..visualization import visualize_seq_attr
+
+        return visualize_seq_attr(self.seq_attr, self.input_tokens, show)

@@ -1,4 +1,4 @@
-"""Pictures of attributions: image heat maps, time series and highlighted text.
+"""Pictures of attributions: image heat maps, time series, highlighted text, token maps.
 
 Captum's ``captum.attr.visualization`` functions with the same names and
 arguments. Matplotlib is an optional dependency (``pip install
@@ -43,6 +43,7 @@ from .text import (
     visualize_text,
 )
 from .timeseries import visualize_timeseries_attr
+from .tokens import visualize_seq_attr, visualize_token_attr
 
 __all__ = [
     "ImageVisualizationMethod",
@@ -55,6 +56,8 @@ __all__ = [
     "format_word_importances",
     "visualize_image_attr",
     "visualize_image_attr_multiple",
+    "visualize_seq_attr",
     "visualize_text",
     "visualize_timeseries_attr",
+    "visualize_token_attr",
 ]
