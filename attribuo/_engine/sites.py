@@ -71,7 +71,7 @@ def _differentiable(values: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     )
 
 
-def _check_module(layer: Any) -> nn.Module:
+def check_module(layer: Any) -> nn.Module:
     if not isinstance(layer, nn.Module):
         raise ArgumentTypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}")
     return layer
@@ -111,7 +111,7 @@ def capture(
 
     with removing([]) as handles:
         for layer, record in zip(layers, records):
-            _check_module(layer)
+            check_module(layer)
             if use_input:
                 def pre_hook(module, args, record=record):
                     _single_call(record, module)
@@ -157,7 +157,7 @@ def replacing_all(
     records = [Captured() for _ in layers]
     with removing([]) as handles:
         for layer, vals, record in zip(layers, values, records):
-            _check_module(layer)
+            check_module(layer)
             if use_input:
                 def pre_hook(module, args, vals=vals, record=record):
                     _single_call(record, module)

@@ -31,6 +31,7 @@ from torch.func import functional_call
 from torch.utils.data import DataLoader, Dataset
 
 from .._engine.errors import ArgumentValueError
+from .._engine.inputs import positive_int
 from .base import (
     DataInfluence,
     KMostInfluentialResults,
@@ -285,8 +286,7 @@ def inverse_sqrt_projection(ls: Tensor, vs: Tensor, what: str) -> Tensor:
 def check_projection_dim(projection_dim: Any) -> int | None:
     if projection_dim is None:
         return None
-    if isinstance(projection_dim, bool) or not isinstance(projection_dim, int) or projection_dim < 1:
-        raise ArgumentValueError(f"`projection_dim` must be a positive int, got {projection_dim!r}")
+    positive_int(projection_dim, "projection_dim")
     return projection_dim
 
 

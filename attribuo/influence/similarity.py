@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import format_additional_args
+from .._engine.inputs import format_additional_args, positive_int
 from .._engine.sites import site_values
 from .base import DataInfluence, check_k, module_by_name
 
@@ -96,8 +96,7 @@ class SimilarityInfluence(DataInfluence):
             raise ArgumentValueError(
                 f"`similarity_direction` must be 'max' or 'min', got {similarity_direction!r}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ArgumentValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         if not callable(similarity_metric):
             raise ArgumentTypeError("`similarity_metric` must be callable")
         self.similarity_direction = similarity_direction

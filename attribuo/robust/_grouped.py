@@ -14,20 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._engine.errors import ArgumentTypeError, ArgumentValueError
+from .._engine.errors import ArgumentTypeError
 from .._engine.inputs import expand_additional_args
-
-
-def check_per_eval(perturbations_per_eval: Any) -> int:
-    if (
-        isinstance(perturbations_per_eval, bool)
-        or not isinstance(perturbations_per_eval, int)
-        or perturbations_per_eval < 1
-    ):
-        raise ArgumentValueError(
-            f"`perturbations_per_eval` must be a positive int, got {perturbations_per_eval!r}"
-        )
-    return perturbations_per_eval
 
 
 def leading_size(value: Any) -> int | None:

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import format_additional_args
+from .._engine.inputs import format_additional_args, positive_int
 from ._common import check_callable
-from ._grouped import check_per_eval, grouped_outputs, require_batchable
+from ._grouped import grouped_outputs, require_batchable
 
 ORIGINAL_KEY = "Original"
 
@@ -177,8 +177,7 @@ class AttackComparator:
             raise DuplicateAttackError(
                 f"`name` {name!r} is already used by another attack; names must be unique"
             )
-        if isinstance(num_attempts, bool) or not isinstance(num_attempts, int) or num_attempts < 1:
-            raise ArgumentValueError(f"`num_attempts` must be a positive int, got {num_attempts!r}")
+        positive_int(num_attempts, "num_attempts")
         if attack_kwargs is not None and not isinstance(attack_kwargs, dict):
             raise ArgumentTypeError(
                 f"`attack_kwargs` must be a dict, got {type(attack_kwargs).__name__}"
@@ -207,7 +206,7 @@ class AttackComparator:
         included) are evaluated in one forward call; ``kwargs`` go to the
         metric and, when named by the attack, to the attack.
         """
-        per_eval = check_per_eval(perturbations_per_eval)
+        per_eval = positive_int(perturbations_per_eval, "perturbations_per_eval")
         args = format_additional_args(additional_forward_args)
         model_input = self.preproc_fn(inputs) if self.preproc_fn is not None else inputs
         require_batchable(model_input, per_eval)

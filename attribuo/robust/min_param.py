@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import format_additional_args
+from .._engine.inputs import format_additional_args, positive_int
 from ._common import check_callable
-from ._grouped import check_per_eval, grouped_outputs, require_batchable
+from ._grouped import grouped_outputs, require_batchable
 
 
 def drange(min_val: float, max_val: float, step_val: float) -> Iterator[float]:
@@ -98,8 +98,7 @@ class MinParamPerturbation:
             )
         if not isinstance(mode, str) or mode.upper() not in MinParamPerturbationMode.__members__:
             raise ArgumentValueError(f"`mode` must be 'linear' or 'binary', got {mode!r}")
-        if isinstance(num_attempts, bool) or not isinstance(num_attempts, int) or num_attempts < 1:
-            raise ArgumentValueError(f"`num_attempts` must be a positive int, got {num_attempts!r}")
+        positive_int(num_attempts, "num_attempts")
         self.forward_func = forward_func
         self.attack = attack
         self.arg_name = arg_name
@@ -127,7 +126,7 @@ class MinParamPerturbation:
         the attack runs before it). Up to ``perturbations_per_eval`` attacked
         copies are evaluated in one forward call; results do not depend on it.
         """
-        per_eval = check_per_eval(perturbations_per_eval)
+        per_eval = positive_int(perturbations_per_eval, "perturbations_per_eval")
         if self.correct_fn is default_correct_fn and target is None:
             raise ArgumentValueError("`target` is required with the default `correct_fn`")
         for name, value in (("attack_kwargs", attack_kwargs), ("correct_fn_kwargs", correct_fn_kwargs)):

@@ -12,7 +12,7 @@ from ..._engine.baselines import full_baselines
 from ..._engine.call import parse_call
 from ..._engine.errors import ArgumentValueError
 from ..._engine.forward import run_forward, scalar_per_example
-from ..._engine.sites import _check_module, capture
+from ..._engine.sites import capture, check_module
 from ..._engine.targets import Target
 from ..base import GradientAttribution
 from ..gradient.integrated_gradients import IntegratedGradients
@@ -79,7 +79,7 @@ def conductance_function(
     so the ``target`` can follow the expanded batches of a path method.
     """
     check_selector(selector)
-    _check_module(layer)
+    check_module(layer)
 
     def objective(*args: Any) -> Tensor:
         times = args[0].shape[0] // batch

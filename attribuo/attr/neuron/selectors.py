@@ -24,7 +24,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
-from ..._engine.sites import _check_module, site_values
+from ..._engine.sites import check_module, site_values
 
 NeuronSelector = int | tuple | Callable[..., Tensor]
 
@@ -116,7 +116,7 @@ def neuron_function(
     ``scalar_total``: see :func:`select_neuron` (for gradient-based methods).
     """
     check_selector(selector)
-    _check_module(layer)
+    check_module(layer)
 
     def neuron(*args: Any) -> Tensor:
         (record,) = site_values(forward_func, [layer], args, (), use_input, keep_graph=True)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
-from ..._engine.inputs import restore_form
+from ..._engine.inputs import positive_int, restore_form
 from ..._engine.perturb import feature_count, feature_masks
 from ..base import Attribution
 from .feature_ablation import FeatureAblation
@@ -176,11 +176,7 @@ class DataLoaderAttribution(Attribution):
         batches are tuples/lists); otherwise one tensor ``(metric.numel(),
         n_features)`` with ``n_features = max(feature_mask) + 1``.
         """
-        if isinstance(perturbations_per_pass, bool) or not isinstance(perturbations_per_pass, int) \
-                or perturbations_per_pass < 1:
-            raise ArgumentValueError(
-                f"`perturbations_per_pass` must be a positive int, got {perturbations_per_pass!r}"
-            )
+        positive_int(perturbations_per_pass, "perturbations_per_pass")
         try:
             first = next(iter(dataloader))
         except TypeError:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
+from ..._engine.inputs import positive_int
 from ..base import Attribution
 from ..layer.activation import LayerGradientXActivation
 from ..layer.gradient_shap import LayerGradientShap
@@ -348,8 +349,7 @@ class LLMAttribution(BaseLLMAttribution):
             **kwargs: passed to the wrapped method's ``attribute`` (e.g.
                 ``n_samples``, ``baselines``, ``perturbations_per_eval``).
         """
-        if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
-            raise ArgumentValueError(f"`num_trials` must be a positive int, got {num_trials!r}")
+        positive_int(num_trials, "num_trials")
         if "additional_forward_args" in kwargs:
             raise ArgumentValueError("`additional_forward_args` is not supported by LLMAttribution")
         target_tokens = self._get_target_tokens(inp, target, gen_args)

@@ -16,22 +16,15 @@ costs nothing. Differences from Captum, all fixes:
   colour legend, and can save it to a file.
 """
 
-from .common import (  # the private helpers too: Captum code imports them
+# the private helpers too: Captum code imports them from the visualization module
+from .common import (  # noqa: F401
     ImageVisualizationMethod,
     TimeseriesVisualizationMethod,
     VisualizeSign,
-)
-from .common import (
-    _cumulative_sum_threshold as _cumulative_sum_threshold,
-)
-from .common import (
-    _normalize_attr as _normalize_attr,
-)
-from .common import (
-    _normalize_scale as _normalize_scale,
-)
-from .common import (
-    _prepare_image as _prepare_image,
+    _cumulative_sum_threshold,
+    _normalize_attr,
+    _normalize_scale,
+    _prepare_image,
 )
 from .image import visualize_image_attr, visualize_image_attr_multiple
 from .text import (
