@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from attribuo._engine.batching import bytes_per_copy, items_per_chunk
+from attribuo._engine.batching import bytes_per_copy, chunk_size
 from attribuo._engine.perturb import perturbation_cost
 
 from .harness import Case
@@ -52,7 +52,7 @@ def _fastest(make, candidates):
 def _floor(model: nn.Module, x: torch.Tensor, copies: int):
     """Forward passes over ``copies`` prepared copies of ``x``, chunked as attribuo chunks."""
     stacked = x.repeat((copies,) + (1,) * (x.dim() - 1))
-    size = items_per_chunk(copies, bytes_per_copy((x,)) * perturbation_cost((x,))) * x.shape[0]
+    size = chunk_size(copies, bytes_per_copy((x,)) * perturbation_cost((x,))) * x.shape[0]
 
     def run():
         with torch.no_grad():
