@@ -43,6 +43,9 @@ class Attribution:
 
     attribute: Callable
     compute_convergence_delta: Callable
+    # what multiplies_by_inputs and has_convergence_delta() report; subclasses set them
+    _multiply_by_inputs: bool = False
+    _convergence_delta: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -70,11 +73,11 @@ class Attribution:
     @property
     def multiplies_by_inputs(self) -> bool:
         """Whether attributions are multiplied by (inputs - baselines)."""
-        return False
+        return self._multiply_by_inputs
 
     def has_convergence_delta(self) -> bool:
         """Whether this method can return a convergence delta."""
-        return False
+        return self._convergence_delta
 
     @classmethod
     def get_name(cls) -> str:
@@ -144,9 +147,7 @@ class GradientAttribution(Attribution):
 class PerturbationAttribution(Attribution):
     """Base of the perturbation-based methods (ablation, occlusion, Shapley, LIME)."""
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
+    _multiply_by_inputs = True
 
 
 class InternalAttribution(Attribution):

@@ -286,5 +286,3 @@ def top_k(scores: Tensor, k: int, proponents: bool) -> KMostInfluentialResults:
 def iterate(loader: Iterable, name: str) -> Iterator[tuple[tuple[Any, ...], Any]]:
     for batch in loader:
         yield split_batch(batch, name)
-
-

@@ -217,5 +217,3 @@ def _flip_curve(
     scores = torch.cat(columns, dim=1)
     fractions = (counts.to(torch.float64) / n_features).to(device=device, dtype=scores.dtype)
     return FaithfulnessCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
-
-

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from _models_concept import MeanDifference, TwoLayer, along, concept
+from models.concept import MeanDifference, TwoLayer, along, concept
 from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 

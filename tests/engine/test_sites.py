@@ -20,9 +20,8 @@ class TwoStage(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.first = nn.Linear(3, 4).double()
+        self.first, self.second = nn.Linear(3, 4).double(), nn.Linear(4, 2).double()
         self.act = nn.ReLU(inplace=True)  # in place after the site: the site's values must survive
-        self.second = nn.Linear(4, 2).double()
 
     def forward(self, x, shift):
         return self.second(self.act(self.first(x)) + shift)

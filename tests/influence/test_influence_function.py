@@ -21,7 +21,7 @@ from attribuo.influence import ArnoldiInfluenceFunction, NaiveInfluenceFunction
 from attribuo.influence.arnoldi import arnoldi_iteration
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _models_influence import MLP, classification_data  # noqa: E402
+from models.influence import MLP, classification_data  # noqa: E402
 
 DT = torch.float64
 MSE = nn.MSELoss(reduction="none")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _models_influence import DT
+from models.influence import DT
 from torch import nn
 from torch.testing import assert_close
 from torch.utils.data import TensorDataset

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from _models_influence import DT, MLP, classification_data, save_checkpoints
+from models.influence import DT, MLP, classification_data, save_checkpoints
 from torch import nn
 from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _models_influence import DT, MLP, classification_data, save_checkpoints
+from models.influence import DT, MLP, classification_data, save_checkpoints
 from torch import nn
 from torch.testing import assert_close
 

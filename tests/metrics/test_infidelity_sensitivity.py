@@ -132,3 +132,15 @@ def test_sensitivity_max_errors():
         sensitivity_max(lambda t: t, x, max_examples_per_batch=0)
     with pytest.raises(ArgumentValueError, match="perturb"):
         sensitivity_max(lambda t: t, x, perturb_func=lambda t: t[:, :2])
+
+
+def test_metric_submodule_paths_expose_module_helpers():
+    # Captum code imports default_perturb_func from the sensitivity module itself
+    from attribuo.metrics._core.sensitivity import default_perturb_func, sensitivity_max
+
+    from attribuo.metrics.sensitivity import default_perturb_func as direct
+
+    assert default_perturb_func is direct and callable(sensitivity_max)
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    noisy = default_perturb_func(x, 0.1)
+    assert noisy.dtype == torch.float64 and bool((noisy.abs() <= 0.1).all())

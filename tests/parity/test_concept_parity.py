@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from _models_concept import MeanDifference, TwoLayer, along
+from models.concept import MeanDifference, TwoLayer, along
 from torch.testing import assert_close
 
 import attribuo.attr as A

@@ -9,8 +9,8 @@ import warnings
 import captum.attr as captum_attr
 import pytest
 import torch
-from _models_deeplift import ACTIVATIONS, DeepMLP, PoolNet, SoftmaxNet, seeded
 from models import TwoInputModel
+from models.deeplift import ACTIVATIONS, DeepMLP, PoolNet, SoftmaxNet, seeded
 
 import attribuo.attr as attribuo_attr
 

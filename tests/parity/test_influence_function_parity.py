@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from _models_influence import DT, MLP, classification_data
+from models.influence import DT, MLP, classification_data
 from torch import nn
 from torch.testing import assert_close
 from torch.utils.data import DataLoader

@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-from _models_influence import DT, MLP, classification_data, plain_load, save_checkpoints
 from captum import influence as captum_influence
 from captum.influence._core.similarity_influence import euclidean_distance as captum_euclidean
 from captum.influence._utils.nearest_neighbors import NearestNeighbors as CaptumNN
+from models.influence import DT, MLP, classification_data, plain_load, save_checkpoints
 from torch import nn
 from torch.testing import assert_close
 from torch.utils.data import DataLoader

@@ -10,8 +10,8 @@ float embeddings (all classes).
 import numpy as np
 import pytest
 import torch
-from _models_layer import cnn, text_model, tokens
 from models import TwoInputModel, seeded
+from models.layer import cnn, text_model, tokens
 
 import attribuo.attr as A
 
@@ -141,7 +141,7 @@ def test_cnn_neuron(name, case):
 
 # ---------------------------------------------------------------------- text model
 # Classes that never differentiate or interpolate the inputs, so token ids work.
-# (Captum's LayerDeepLiftShap fails on integer inputs; tests/attr/test_layer.py
+# (Captum's LayerDeepLiftShap fails on integer inputs; tests/attr/layer/test_layer_attribution.py
 # checks attribuo's against its definition there.)
 TOKEN_LAYER_NAMES = [
     "LayerActivation", "LayerGradientXActivation", "LayerGradient", "LayerIntegratedGradients",

@@ -7,10 +7,10 @@ a few 1e-6; the gradient variant agrees to 1e-7 (float64 model).
 import captum.attr as captum_attr
 import pytest
 import torch
-from _models_llm import SOS, SumLM, WordTokenizer
 from captum.attr._core.llm_attr import LLMAttribution as CaptumLLMAttribution
 from captum.attr._core.llm_attr import LLMGradientAttribution as CaptumLLMGradientAttribution
 from captum.attr._utils import interpretable_input as captum_inputs
+from models.llm import SOS, SumLM, WordTokenizer
 from torch.testing import assert_close
 
 import attribuo.attr as attribuo_attr

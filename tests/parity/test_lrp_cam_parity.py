@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from captum.attr import LRP as CaptumLRP
@@ -13,13 +10,11 @@ from captum.attr import LayerGradCam as CaptumLayerGradCam
 from captum.attr import LayerLRP as CaptumLayerLRP
 from captum.attr._utils import lrp_rules as captum_rules
 from captum.attr._utils.custom_modules import Addition_Module
+from models.lrp_cam import ResCNN, mlp
 from torch import nn
 
 from attribuo.attr import LRP, GuidedGradCam, LayerGradCam, LayerLRP
 from attribuo.attr import lrp_rules as ours
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "attr"))
-from _models_lrp_cam import ResCNN, mlp  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _models_robust import Threshold
+from models.robust import Threshold
 
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError
 from attribuo.robust import FGSM, MinParamPerturbation

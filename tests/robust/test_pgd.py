@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _models_robust import LogisticProbs
+from models.robust import LogisticProbs
 from torch import nn
 
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError

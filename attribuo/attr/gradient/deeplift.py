@@ -226,6 +226,8 @@ class DeepLift(GradientAttribution):
         True
     """
 
+    _convergence_delta = True
+
     def __init__(self, model: Callable, multiply_by_inputs: bool = True, eps: float = 1e-10) -> None:
         super().__init__(model)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
@@ -258,12 +260,6 @@ class DeepLift(GradientAttribution):
         result = call.result(attributions)
         return (result, delta) if return_convergence_delta else result
 
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
 
 class DeepLiftShap(DeepLift):

@@ -65,6 +65,8 @@ class GradientShap(GradientAttribution):
         (torch.Size([2, 3]), torch.Size([16]))
     """
 
+    _convergence_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True) -> None:
         super().__init__(forward_func)
         self._multiply_by_inputs = multiply_by_inputs
@@ -94,12 +96,6 @@ class GradientShap(GradientAttribution):
             return_convergence_delta, internal_batch_size,
         )
 
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
 
 def gradient_shap(
@@ -181,6 +177,8 @@ class InputBaselineXGradient(GradientAttribution):
         True
     """
 
+    _convergence_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True) -> None:
         super().__init__(forward_func)
         self._multiply_by_inputs = multiply_by_inputs
@@ -203,12 +201,6 @@ class InputBaselineXGradient(GradientAttribution):
             result = tuple((x - b).mul_(g) for x, b, g in zip(call.inputs, starts, result))
         return self._with_delta(call.result(result), result, starts, call, return_convergence_delta)
 
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
 
 def _points(a: Tensor, xs: tuple[Tensor, ...], starts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

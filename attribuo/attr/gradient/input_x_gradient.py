@@ -24,6 +24,8 @@ class InputXGradient(GradientAttribution):
         True
     """
 
+    _multiply_by_inputs = True
+
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -33,7 +35,3 @@ class InputXGradient(GradientAttribution):
         """``inputs * d target / d inputs``, same form as ``inputs``."""
         call, grads = input_gradients(self.forward_func, inputs, target, additional_forward_args)
         return call.result(tuple(x * g for x, g in zip(call.inputs, grads)))
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True

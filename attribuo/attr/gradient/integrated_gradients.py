@@ -41,6 +41,8 @@ class IntegratedGradients(GradientAttribution):
         (torch.Size([5, 3]), True)
     """
 
+    _convergence_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True) -> None:
         super().__init__(forward_func)
         self._multiply_by_inputs = multiply_by_inputs
@@ -75,10 +77,3 @@ class IntegratedGradients(GradientAttribution):
         if self.multiplies_by_inputs:
             grads = tuple(g * (x - b) for g, x, b in zip(grads, call.inputs, starts))
         return self._with_delta(call.result(grads), grads, starts, call, return_convergence_delta)
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs

@@ -183,10 +183,6 @@ class NoiseTunnel(Attribution):
         self._multiply_by_inputs = attribution_method.multiplies_by_inputs
         super().__init__(attribution_method.forward_func)
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
     def has_convergence_delta(self) -> bool:
         return self.is_delta_supported
 

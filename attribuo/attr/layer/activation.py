@@ -32,6 +32,8 @@ class LayerActivation(LayerAttribution):
         torch.Size([5, 4])
     """
 
+    _multiply_by_inputs = True
+
     def attribute(
         self, inputs: TensorOrTuple, additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
@@ -43,9 +45,6 @@ class LayerActivation(LayerAttribution):
             records = site_values(self.forward_func, layers, call.inputs, call.args, attribute_to_layer_input)
         return per_layer(self.layer, [layer_form(r.values) for r in records])
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
 
 
 class LayerGradientXActivation(MultipliesByInputs, LayerAttribution, GradientAttribution):

@@ -79,10 +79,6 @@ class MultipliesByInputs(InternalAttribution):
         super().__init__(forward_func, layer, device_ids)
         self._multiply_by_inputs = multiply_by_inputs
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
 
 def layer_values_at(
     forward_func: Callable, layers: list[nn.Module], call: Call, use_input: bool

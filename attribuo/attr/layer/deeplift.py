@@ -51,12 +51,11 @@ class LayerDeepLift(MultipliesByInputs, LayerAttribution, GradientAttribution):
         (torch.Size([5, 4]), True)
     """
 
+    _convergence_delta = True
+
     def __init__(self, model: Callable, layer: nn.Module, multiply_by_inputs: bool = True) -> None:
         super().__init__(model, layer, None, multiply_by_inputs)
         self.model = model
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
     def attribute(
         self, inputs: TensorOrTuple, baselines: Any = None, target: Any = None,

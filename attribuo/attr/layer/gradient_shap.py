@@ -39,8 +39,7 @@ class LayerGradientShap(MultipliesByInputs, LayerAttribution, GradientAttributio
         (torch.Size([2, 4]), torch.Size([8]))
     """
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _convergence_delta = True
 
     def attribute(
         self, inputs: TensorOrTuple, baselines: TensorOrTuple | Callable[..., TensorOrTuple],
@@ -75,15 +74,14 @@ class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, Gradient
         True
     """
 
+    _convergence_delta = True
+
     def __init__(
         self, forward_func: Callable, layer: nn.Module, device_ids: list[int] | None = None,
         multiply_by_inputs: bool = True, attribute_to_layer_input: bool = False,
     ) -> None:
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
         self._use_input = attribute_to_layer_input
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
     def attribute(
         self, inputs: TensorOrTuple, baselines: Any, target: Any = None,

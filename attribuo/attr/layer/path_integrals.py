@@ -109,10 +109,9 @@ class _CompletePathMethod(LayerAttribution, GradientAttribution, ABC):
     algorithm: ``(result in the layer's form, flat attributions)``.
     """
 
-    _float_inputs = True
+    _convergence_delta = True
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _float_inputs = True
 
     def attribute(
         self, inputs: TensorOrTuple, baselines: Any = None, target: Any = None,
@@ -157,6 +156,8 @@ class LayerConductance(_CompletePathMethod):
         (torch.Size([5, 4]), True)
     """
 
+    _multiply_by_inputs = True
+
     def _integrate(self, call, starts, n_steps, method, internal_batch_size, use_input, grad_kwargs):
         alphas, _ = path_weights(method, n_steps + 1)
         evaluations = site_path_evaluations(
@@ -166,9 +167,6 @@ class LayerConductance(_CompletePathMethod):
         attrs = layer_conductance(evaluations)
         return layer_form(attrs), attrs
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
 
 
 class LayerIntegratedGradients(MultipliesByInputs, _CompletePathMethod):

@@ -96,4 +96,3 @@ def conductance_function(
         return select_neuron(record.values, selector) * select_neuron(grads, selector).detach()
 
     return objective
-

@@ -111,9 +111,6 @@ class FeatureAblation(PerturbationAttribution):
         True
     """
 
-    def __init__(self, forward_func: Callable) -> None:
-        super().__init__(forward_func)
-
     def attribute(
         self,
         inputs: TensorOrTuple,

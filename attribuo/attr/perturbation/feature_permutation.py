@@ -53,25 +53,25 @@ def permute(
     """
     inputs = call.inputs
     n = call.batch
-    order = feature_order(masks)
     if n < 2:
         warnings.warn(
             "FeaturePermutation needs at least 2 examples to permute; every feature is "
             "skipped and gets zero attribution",
             stacklevel=3,
         )
+        return _zeros(forward_func, call)
+    order = feature_order(masks)
     if perm_func is None or perm_func is _permute_feature:
         # draw every permutation up front; building copies then is one gather per chunk
         # each input is shuffled along its own dim 0 (a sparse index list next to the
         # batch may be longer or shorter than the batch, as in Captum)
         sizes = [x.shape[0] for x in inputs]
         perms = [torch.arange(size).repeat(order.numel(), 1) for size in sizes]
-        if n >= 2:
-            present = [torch.isin(order, torch.unique(m.cpu())) for m in masks]
-            for k in range(order.numel()):
-                for i in range(len(masks)):
-                    if present[i][k] and sizes[i] >= 2:
-                        perms[i][k] = _draw_permutation(sizes[i])
+        present = [torch.isin(order, torch.unique(m.cpu())) for m in masks]
+        for k in range(order.numel()):
+            for i in range(len(masks)):
+                if present[i][k] and sizes[i] >= 2:
+                    perms[i][k] = _draw_permutation(sizes[i])
 
         def replacement(i: int, start: int, stop: int) -> Tensor:
             idx = perms[i][start:stop].to(inputs[i].device)
@@ -130,25 +130,15 @@ class FeaturePermutation(PerturbationAttribution):
         """Permutation attributions, same form as ``inputs``."""
         # like Captum, only inputs[0] fixes the batch size (others may be sparse lists)
         call = parse_call(inputs, target, additional_forward_args, require_equal_batch=False)
-        xs = call.inputs
-        masks = feature_masks(xs, feature_mask)
-        if call.batch < 2:
-            warnings.warn(
-                "FeaturePermutation needs at least 2 examples to permute; every feature is "
-                "skipped and gets zero attribution",
-                stacklevel=2,
-            )
-            result = _zeros(self.forward_func, call)
-        else:
-            result = permute(
-                self.forward_func,
-                call,
-                masks,
-                perturbations_per_eval,
-                show_progress,
-                self.perm_func,
-                self.get_name(),
-            )
+        result = permute(
+            self.forward_func,
+            call,
+            feature_masks(call.inputs, feature_mask),
+            perturbations_per_eval,
+            show_progress,
+            self.perm_func,
+            self.get_name(),
+        )
         return call.result(result)
 
 

@@ -325,6 +325,8 @@ class LimeBase(PerturbationAttribution):
         torch.Size([1, 3])
     """
 
+    _multiply_by_inputs = False
+
     def __init__(
         self,
         forward_func: Callable,
@@ -368,12 +370,7 @@ class LimeBase(PerturbationAttribution):
             perturbations_per_eval, show_progress, self.get_name(), **kwargs,
         )
 
-    def has_convergence_delta(self) -> bool:
-        return False
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
 
 
 class Lime(LimeBase):

@@ -200,9 +200,6 @@ class Occlusion(PerturbationAttribution):
         torch.Size([2, 3, 8, 8])
     """
 
-    def __init__(self, forward_func: Callable) -> None:
-        super().__init__(forward_func)
-
     def attribute(
         self,
         inputs: TensorOrTuple,

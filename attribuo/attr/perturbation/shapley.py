@@ -191,9 +191,6 @@ class ShapleyValueSampling(PerturbationAttribution):
         True
     """
 
-    def __init__(self, forward_func: Callable) -> None:
-        super().__init__(forward_func)
-
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -48,6 +48,9 @@ class LRP(GradientAttribution):
         (torch.Size([2, 3]), torch.Size([2]))
     """
 
+    _multiply_by_inputs = True
+    _convergence_delta = True
+
     def __init__(self, model: nn.Module, *, composite: Any = None, canonizers: Sequence[Any] = ()) -> None:
         if not isinstance(model, nn.Module):
             raise ArgumentTypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -56,13 +59,6 @@ class LRP(GradientAttribution):
         self.composite = composite
         self.canonizers = tuple(canonizers)
         check_rules(model)
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
     def _run(self, inputs: Any, target: Any, args: Any, layers: Sequence[nn.Module], use_input: bool, verbose: bool):
         check_rules(self.model)

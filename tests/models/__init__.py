@@ -1,4 +1,4 @@
-"""Small models shared by the tests (plain modules, no torchvision)."""
+"""Small models shared by the tests (plain modules, no torchvision); per-family fixtures are in the submodules."""
 
 from __future__ import annotations
 
@@ -103,3 +103,15 @@ def seeded(model: nn.Module, seed: int = 0) -> nn.Module:
     for p in model.parameters():
         nn.init.normal_(p, std=0.5)
     return model.eval()
+
+
+def tabular_mlp(inputs: int = 5, outputs: int = 3) -> nn.Module:
+    """A seeded float64 MLP on tabular features (the perturbation tests' model)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(inputs, 8), nn.Tanh(), nn.Linear(8, outputs)).double()
+
+
+def tabular_batch(n: int = 4, f: int = 5) -> torch.Tensor:
+    """A seeded float64 batch of ``n`` examples with ``f`` features."""
+    torch.manual_seed(1)
+    return torch.randn(n, f, dtype=torch.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _models_lrp_cam import SmallCNN
+from models.lrp_cam import SmallCNN
 from torch import nn
 
 from attribuo._engine.errors import ArgumentValueError

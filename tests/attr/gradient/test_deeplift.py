@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from _models_deeplift import ACTIVATIONS, DeepMLP, PoolNet, SoftmaxNet, seeded
+from models.deeplift import ACTIVATIONS, DeepMLP, PoolNet, SoftmaxNet, seeded
 from torch import nn
 
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError

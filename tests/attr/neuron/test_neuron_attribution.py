@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from _models_layer import cnn
+from models.layer import cnn
 from torch import nn
 
 import attribuo.attr as A
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError
+from attribuo.attr import NeuronDeepLift, NeuronGradient, NeuronIntegratedGradients
 
 F64 = torch.float64
 
@@ -181,3 +182,41 @@ def test_no_state_left_behind():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     assert model.training and not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
     assert torch.equal(x, x0) and not x.requires_grad
+
+
+def _relu_net():
+    torch.manual_seed(1)
+    lin = nn.Linear(3, 4).double()
+    return nn.Sequential(lin, nn.ReLU()), lin
+
+
+def test_callable_selector_may_return_batch_total_for_gradients():
+    net, lin = _relu_net()
+    x = torch.rand(5, 3, dtype=torch.float64)
+    # sum over the whole batch: per-example gradient is that of each example's sum
+    total = NeuronGradient(net, lin).attribute(x, lambda out: out.sum())
+    per_example = NeuronGradient(net, lin).attribute(x, lambda out: out.sum(1))
+    torch.testing.assert_close(total, per_example)
+    torch.testing.assert_close(total, lin.weight.sum(0).expand(5, 3))
+    ig_total = NeuronIntegratedGradients(net, net[1]).attribute(x, lambda out: out.sum())
+    ig_rows = NeuronIntegratedGradients(net, net[1]).attribute(x, lambda out: out.sum(1))
+    torch.testing.assert_close(ig_total, ig_rows)
+
+
+class _PoolNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4, bias=False).double()
+        self.pool = nn.MaxPool1d(4)
+
+    def forward(self, x):
+        return self.pool(self.lin(x).unsqueeze(1)).squeeze(1)
+
+
+def test_index_selector_with_size_one_trailing_dims():
+    net = _PoolNet()
+    x = torch.rand(2, 4, dtype=torch.float64)
+    # pool output is [batch, 1, 1]; index 0 leaves one neuron of shape (1,)
+    short = NeuronDeepLift(net, net.pool).attribute(x, 0)
+    full = NeuronDeepLift(net, net.pool).attribute(x, (0, 0))
+    torch.testing.assert_close(short, full)

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from _models_layer import cnn, text_model, tokens
+from models.layer import cnn, text_model, tokens
 from torch import nn
 
 import attribuo.attr as A
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError
+from attribuo.attr import LayerAttribution
 from attribuo.demo import ToyModel
 
 F64 = torch.float64
@@ -274,3 +275,11 @@ def test_no_state_left_behind():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     assert model.training and not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
     assert torch.equal(x, x0) and not x.requires_grad
+
+
+def test_interpolate():
+    layer_attr = torch.arange(4.0).reshape(1, 1, 2, 2)
+    up = LayerAttribution.interpolate(layer_attr, (4, 4))
+    assert up.shape == (1, 1, 4, 4) and torch.equal(up[0, 0, :2, :2], torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="`interpolate_dims`"):
+        LayerAttribution.interpolate(layer_attr, (4, 4, 4))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 JOB = Path(__file__).with_name("_perturbation_memory_job.py")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(method: str, timeout: int) -> tuple[float, float]:

@@ -1,13 +1,57 @@
-"""Regressions found by running Captum's own tests for the primary methods.
+"""FeatureAblation: closed forms, feature groups, output and input forms (Captum's edge cases)."""
 
-Each test pins a behaviour Captum code relies on; expected values are worked
-out by hand from the tiny models below.
-"""
+import warnings
 
 import pytest
 import torch
+from models import tabular_batch, tabular_mlp
+from torch import nn
 
-from attribuo.attr import FeatureAblation, Lime, ShapleyValues
+from attribuo.attr import FeatureAblation, ShapleyValues
+
+warnings.filterwarnings("ignore", message=".*Feature mask.*")
+
+
+
+def _linear():
+    torch.manual_seed(0)
+    return nn.Linear(5, 2).double()
+
+
+def test_feature_ablation_linear_closed_form():
+    model, x = _linear(), tabular_batch()
+    for t in (0, 1):
+        attr = FeatureAblation(model).attribute(x, target=t, baselines=0.5)
+        torch.testing.assert_close(attr, (x - 0.5) * model.weight[t])
+
+
+def test_feature_ablation_groups_shared_across_tuple():
+    f = lambda a, b: (a * torch.tensor([1.0, 2.0, 3.0], dtype=a.dtype)).sum(1) + 10 * b.sum(1)  # noqa: E731
+    a, b = torch.ones(2, 3, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64)
+    mask = (torch.tensor([[0, 0, 1]]), torch.tensor([[1]]))
+    attr = FeatureAblation(f).attribute((a, b), feature_mask=mask)
+    torch.testing.assert_close(attr[0], torch.tensor([[3.0, 3.0, 13.0]] * 2, dtype=torch.float64))
+    torch.testing.assert_close(attr[1], torch.tensor([[13.0]] * 2, dtype=torch.float64))
+
+
+def test_scalar_per_batch_output_gives_leading_dim_one():
+    model, x = _linear(), tabular_batch()
+    attr = FeatureAblation(lambda t: model(t)[:, 0].sum()).attribute(x)
+    assert attr.shape == (1, 5)
+    torch.testing.assert_close(attr[0], (x * model.weight[0]).sum(0))
+
+
+def test_batch_of_one_equals_batch_rows():
+    model, x = tabular_mlp(), tabular_batch()
+    full = FeatureAblation(model).attribute(x, target=0)
+    single = torch.cat([FeatureAblation(model).attribute(x[i:i + 1], target=0) for i in range(4)])
+    torch.testing.assert_close(full, single, atol=1e-12, rtol=0)
+
+
+def test_show_progress_runs(capsys):
+    model, x = tabular_mlp(), tabular_batch()
+    FeatureAblation(model).attribute(x, target=0, show_progress=True, perturbations_per_eval=2)
+    assert "Feature Ablation" in capsys.readouterr().err
 
 
 def _weighted_sum(x):
@@ -61,29 +105,3 @@ def test_empty_input_gets_zero_attribution():
     attr_dense, attr_empty = FeatureAblation(_sparse_model).attribute((dense, empty))
     torch.testing.assert_close(attr_dense, torch.tensor([[3.0, -2.0, 6.0]]))
     assert attr_empty.tolist() == [0]
-
-
-def test_lime_with_an_empty_second_input():
-    model = lambda a, b: (a * torch.tensor([1.0, -2.0, 4.0])).sum(1)  # noqa: E731
-    from attribuo._utils.models import SkLearnLinearRegression
-
-    lime = Lime(model, interpretable_model=SkLearnLinearRegression())
-    x = torch.tensor([[1.0, 1.0, 1.0]])
-    a, b = lime.attribute((x, torch.empty(1, 0)), n_samples=60)
-    # a linear model is fitted exactly: coefficient = weight * (x - 0)
-    torch.testing.assert_close(a, torch.tensor([[1.0, -2.0, 4.0]]), atol=1e-4, rtol=0)
-    assert b.shape == (1, 0)
-
-
-def test_captum_linear_model_and_lime_paths_import():
-    from attribuo._utils.models.linear_model import SkLearnLasso
-    from attribuo.attr._core.lime import get_exp_kernel_similarity_function
-
-    import attribuo._utils.models as models
-
-    assert SkLearnLasso is models.SkLearnLasso
-    sim = get_exp_kernel_similarity_function("euclidean", 1.0)
-    # identical inputs: distance 0 -> similarity 1
-    assert sim(torch.ones(1, 2), torch.ones(1, 2), None) == pytest.approx(1.0)
-    with pytest.raises(ImportError):
-        import attribuo._utils.models.not_a_module  # noqa: F401

@@ -3,7 +3,7 @@
 import matplotlib
 import pytest
 import torch
-from _models_llm import SOS, SumLM, WordTokenizer, key_token_lm
+from models.llm import SOS, SumLM, WordTokenizer, key_token_lm
 from torch.testing import assert_close
 
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError

@@ -7,19 +7,23 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from _models_lrp_cam import ResCNN, mlp
+from models.lrp_cam import ResCNN, mlp
 from torch import nn
 
+import attribuo.attr as A
 from attribuo._engine.errors import ArgumentTypeError, ArgumentValueError
 from attribuo.attr import LRP, LayerLRP
-from attribuo.attr.lrp_composites import Composite, EpsilonGammaBox, EpsilonPlusFlat, MergeBatchNorm
-from attribuo.attr.lrp_rules import (
+from attribuo.attr.relevance import (
     DEFAULT_RULES,
     Alpha1_Beta0_Rule,
+    Composite,
+    EpsilonGammaBox,
+    EpsilonPlusFlat,
     EpsilonRule,
     FlatRule,
     GammaRule,
     IdentityRule,
+    MergeBatchNorm,
     PropagationRule,
     ZBoxRule,
 )
@@ -388,3 +392,30 @@ def test_tuple_inputs_and_additional_args():
     torch.testing.assert_close((ax, ay), (bx, by))
     # the sum rule split relevance between the two branches in proportion
     assert (ax.abs().sum() > 0) and (ay.abs().sum() > 0)
+
+
+class _Add(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class _Skip(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 2, bias=False)
+        self.linear.weight.data.fill_(5.0)
+        self.add = _Add()
+
+    def forward(self, x):
+        return self.add(self.linear(x), x)
+
+
+def test_lrp_rule_module_with_two_inputs_on_a_skip_connection():
+    # out_1 = 5*2 + 5*3 + 3 = 28; the add splits 25 : 3, the linear gives 5 * x_j of its 25
+    model = _Skip()
+    model.add.rule = EpsilonRule()
+    rel, delta = A.LRP(model).attribute(torch.tensor([[2.0, 3.0]]), target=1,
+                                       return_convergence_delta=True)
+    torch.testing.assert_close(rel, torch.tensor([[10.0, 18.0]]))
+    assert abs(float(delta)) < 1e-5
+    assert model.add.rule is not None and not model.linear._forward_hooks
