@@ -7,87 +7,10 @@ the inputs' values and flags are compared with a snapshot.
 
 import pytest
 import torch
-from models import SmallCNN, seeded
+from models.methods import REGISTRY
+from models.methods import model as _model
 
 import attribuo.attr as A
-
-
-def _model():
-    model = seeded(SmallCNN())
-    model.train()  # a non-default mode that must survive
-    model.conv2.weight.requires_grad_(False)
-    return model
-
-
-BASE = torch.zeros(2, 1, 8, 8)
-QUADRANTS = torch.arange(4).reshape(1, 1, 2, 2).repeat_interleave(4, 2).repeat_interleave(4, 3)
-NEURON = (1, 2, 2)
-
-
-def _primary(cls, **kwargs):
-    return (lambda m: cls(m), kwargs, {"target": 99})
-
-
-def _layer(cls, **kwargs):
-    return (lambda m: cls(m, m.conv2), kwargs, {"target": 99})
-
-
-def _neuron(cls, **kwargs):
-    return (lambda m: cls(m, m.conv2), {"neuron_selector": NEURON, **kwargs},
-            {"neuron_selector": (99, 0, 0)})
-
-
-# name -> (constructor(model), kwargs of a good call, kwargs that make the call raise)
-REGISTRY = {
-    "Saliency": _primary(A.Saliency, target=1),
-    "InputXGradient": _primary(A.InputXGradient, target=1),
-    "GuidedBackprop": _primary(A.GuidedBackprop, target=1),
-    "Deconvolution": _primary(A.Deconvolution, target=1),
-    "IntegratedGradients": _primary(A.IntegratedGradients, target=1, n_steps=5),
-    "GradientShap": _primary(A.GradientShap, target=1, baselines=BASE),
-    "DeepLift": _primary(A.DeepLift, target=1),
-    "DeepLiftShap": _primary(A.DeepLiftShap, target=1, baselines=BASE),
-    "NoiseTunnel": (lambda m: A.NoiseTunnel(A.Saliency(m)), {"target": 1, "nt_samples": 3},
-                    {"target": 99}),
-    "FeatureAblation": _primary(A.FeatureAblation, target=1),
-    "FeaturePermutation": _primary(A.FeaturePermutation, target=1),
-    "Occlusion": _primary(A.Occlusion, target=1, sliding_window_shapes=(1, 2, 2)),
-    "ShapleyValueSampling": _primary(A.ShapleyValueSampling, target=1, n_samples=2,
-                                     feature_mask=QUADRANTS),
-    "ShapleyValues": _primary(A.ShapleyValues, target=1, feature_mask=QUADRANTS),
-    "Lime": _primary(A.Lime, target=1, n_samples=10, feature_mask=QUADRANTS),
-    "KernelShap": _primary(A.KernelShap, target=1, n_samples=10, feature_mask=QUADRANTS),
-    "LRP": _primary(A.LRP, target=1),
-    "GuidedGradCam": (lambda m: A.GuidedGradCam(m, m.conv2), {"target": 1}, {"target": 99}),
-    "LayerActivation": (lambda m: A.LayerActivation(m, m.conv2), {},
-                        {"additional_forward_args": ("unexpected",)}),
-    "LayerGradientXActivation": _layer(A.LayerGradientXActivation, target=1),
-    "InternalInfluence": _layer(A.InternalInfluence, target=1, n_steps=5),
-    "LayerConductance": _layer(A.LayerConductance, target=1, n_steps=5),
-    "LayerIntegratedGradients": _layer(A.LayerIntegratedGradients, target=1, n_steps=5),
-    "LayerGradientShap": _layer(A.LayerGradientShap, target=1, baselines=BASE),
-    "LayerDeepLift": _layer(A.LayerDeepLift, target=1),
-    "LayerDeepLiftShap": _layer(A.LayerDeepLiftShap, target=1, baselines=BASE),
-    "LayerFeatureAblation": _layer(A.LayerFeatureAblation, target=1),
-    "LayerFeaturePermutation": _layer(A.LayerFeaturePermutation, target=1),
-    "LayerGradCam": _layer(A.LayerGradCam, target=1),
-    "LayerLRP": _layer(A.LayerLRP, target=1),
-    "GradCamPlusPlus": _layer(A.GradCamPlusPlus, target=1),
-    "ScoreCam": _layer(A.ScoreCam, target=1),
-    "XGradCam": _layer(A.XGradCam, target=1),
-    "HiResCam": _layer(A.HiResCam, target=1),
-    "LayerCam": _layer(A.LayerCam, target=1),
-    "EigenCam": (lambda m: A.EigenCam(m, m.conv2), {}, {"additional_forward_args": ("unexpected",)}),
-    "NeuronGradient": _neuron(A.NeuronGradient),
-    "NeuronIntegratedGradients": _neuron(A.NeuronIntegratedGradients, n_steps=5),
-    "NeuronConductance": _neuron(A.NeuronConductance, target=1, n_steps=5),
-    "NeuronGradientShap": _neuron(A.NeuronGradientShap, baselines=BASE),
-    "NeuronDeepLift": _neuron(A.NeuronDeepLift),
-    "NeuronDeepLiftShap": _neuron(A.NeuronDeepLiftShap, baselines=BASE),
-    "NeuronGuidedBackprop": _neuron(A.NeuronGuidedBackprop),
-    "NeuronDeconvolution": _neuron(A.NeuronDeconvolution),
-    "NeuronFeatureAblation": _neuron(A.NeuronFeatureAblation),
-}
 
 
 def _snapshot(model, x):

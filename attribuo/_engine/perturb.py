@@ -177,7 +177,9 @@ def replace_elements(
     """
     size = base.shape[0]
     dtype = torch.promote_types(base.dtype, values.dtype)  # as torch.where promotes
-    out = base.to(dtype).unsqueeze(0).expand((times,) + tuple(base.shape)).clone()
+    # contiguous whatever the layout of ``base`` (channels-last, a permuted view): flat indices
+    # below are row-major, and the copies are those a contiguous ``base`` would give
+    out = base.to(dtype).unsqueeze(0).expand((times,) + tuple(base.shape)).clone(memory_format=torch.contiguous_format)
     if p.numel() == 0 or out.numel() == 0:
         return out.reshape((times * size,) + tuple(base.shape[1:]))
     per = out.numel() // (times * size)  # elements of one example

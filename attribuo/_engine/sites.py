@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .call import Call
 from .errors import ArgumentTypeError, ArgumentValueError
 from .forward import run_forward, scalar_per_example
-from .hooks import removing
+from .hooks import owned_hooks
 
 
 @dataclass
@@ -109,38 +109,39 @@ def capture(
         if stop and all(r.calls for r in records):
             raise StopForward
 
-    with removing([]) as handles:
-        for layer, record in zip(layers, records):
-            check_module(layer)
-            if use_input:
-                def pre_hook(module, args, record=record):
-                    _single_call(record, module)
-                    record.values, record.was_tuple = _as_values(args, module, "input")
-                    record.was_tuple = len(args) > 1
-                    if keep_graph:
-                        record.values = _differentiable(record.values)
-                    copies = tuple(a.clone() for a in record.values)
-                    if not keep_graph:
-                        record.values, copies = copies, None
-                    maybe_stop()
-                    return copies
+    forward, pre = [], []
+    for layer, record in zip(layers, records):
+        check_module(layer)
+        if use_input:
+            def pre_hook(module, args, record=record):
+                _single_call(record, module)
+                record.values, record.was_tuple = _as_values(args, module, "input")
+                record.was_tuple = len(args) > 1
+                if keep_graph:
+                    record.values = _differentiable(record.values)
+                copies = tuple(a.clone() for a in record.values)
+                if not keep_graph:
+                    record.values, copies = copies, None
+                maybe_stop()
+                return copies
 
-                handles.append(layer.register_forward_pre_hook(pre_hook))
-            else:
-                def hook(module, args, output, record=record):
-                    _single_call(record, module)
-                    record.values, record.was_tuple = _as_values(output, module, "output")
-                    if keep_graph:
-                        record.values = _differentiable(record.values)
-                    copies = tuple(v.clone() for v in record.values)
-                    if not keep_graph:
-                        record.values = copies
-                    maybe_stop()
-                    if keep_graph:
-                        return copies if record.was_tuple else copies[0]
-                    return None
+            pre.append((layer, pre_hook))
+        else:
+            def hook(module, args, output, record=record):
+                _single_call(record, module)
+                record.values, record.was_tuple = _as_values(output, module, "output")
+                if keep_graph:
+                    record.values = _differentiable(record.values)
+                copies = tuple(v.clone() for v in record.values)
+                if not keep_graph:
+                    record.values = copies
+                maybe_stop()
+                if keep_graph:
+                    return copies if record.was_tuple else copies[0]
+                return None
 
-                handles.append(layer.register_forward_hook(hook))
+            forward.append((layer, hook))
+    with owned_hooks(forward, pre):
         yield records
 
 
@@ -155,26 +156,27 @@ def replacing_all(
     caller's values.
     """
     records = [Captured() for _ in layers]
-    with removing([]) as handles:
-        for layer, vals, record in zip(layers, values, records):
-            check_module(layer)
-            if use_input:
-                def pre_hook(module, args, vals=vals, record=record):
-                    _single_call(record, module)
-                    record.was_tuple = len(args) > 1
-                    _check_shapes(args, vals, module)
-                    return tuple(v.clone() for v in vals)
+    forward, pre = [], []
+    for layer, vals, record in zip(layers, values, records):
+        check_module(layer)
+        if use_input:
+            def pre_hook(module, args, vals=vals, record=record):
+                _single_call(record, module)
+                record.was_tuple = len(args) > 1
+                _check_shapes(args, vals, module)
+                return tuple(v.clone() for v in vals)
 
-                handles.append(layer.register_forward_pre_hook(pre_hook))
-            else:
-                def hook(module, args, output, vals=vals, record=record):
-                    _single_call(record, module)
-                    current, record.was_tuple = _as_values(output, module, "output")
-                    _check_shapes(current, vals, module)
-                    copies = tuple(v.clone() for v in vals)
-                    return copies if record.was_tuple else copies[0]
+            pre.append((layer, pre_hook))
+        else:
+            def hook(module, args, output, vals=vals, record=record):
+                _single_call(record, module)
+                current, record.was_tuple = _as_values(output, module, "output")
+                _check_shapes(current, vals, module)
+                copies = tuple(v.clone() for v in vals)
+                return copies if record.was_tuple else copies[0]
 
-                handles.append(layer.register_forward_hook(hook))
+            forward.append((layer, hook))
+    with owned_hooks(forward, pre):
         yield records
 
 
