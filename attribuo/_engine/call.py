@@ -31,6 +31,7 @@ from .inputs import (
     is_tuple,
     require_floating,
     restore_form,
+    rows,
 )
 from .targets import Target, parse_target
 
@@ -176,11 +177,11 @@ def completeness_delta(
     with torch.no_grad():
         end = _per_example(call.forward(forward_func), n)
         start = _per_example(call.with_inputs(starts).forward(forward_func), n)
-        total = sum(a.reshape(n, -1).sum(1) for a in attributions)
+        total = sum(rows(a).sum(1) for a in attributions)
     return total - (end - start)
 
 
 def _per_example(output: Tensor, n: int) -> Tensor:
     if output.dim() == 0:
         return output.reshape(1).expand(n)
-    return output.reshape(output.shape[0], -1).sum(1)
+    return rows(output).sum(1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +50,7 @@ def scalar_per_example(selected: Tensor, batch: int) -> Tensor:
         )
     if selected.dim() == 0:
         return selected
-    if selected.shape[0] == batch and selected[0].numel() == 1:
+    if selected.shape[0] == batch and math.prod(selected.shape[1:]) == 1:
         return selected.reshape(batch)
     if selected.numel() == 1:
         return selected.reshape(())
@@ -77,3 +79,46 @@ def output_gradients(
             values.sum(), inputs, allow_unused=True, materialize_grads=True
         )
     return grads
+
+
+def outside_inference_mode(function: Callable) -> Callable:
+    """``function`` run outside ``torch.inference_mode``, on normal copies of inference tensors.
+
+    Gradients cannot be taken in inference mode, and inference tensors cannot
+    take part in autograd. A call made inside ``torch.inference_mode()`` runs
+    with the mode off for its own duration, on copies of the inference
+    tensors among its arguments; the results are normal tensors. Outside
+    inference mode the function is called as it is.
+
+    Example:
+        >>> import torch
+        >>> def square_grad(x):
+        ...     x.requires_grad_()
+        ...     return torch.autograd.grad((x**2).sum(), x)[0]
+        >>> square_grad = outside_inference_mode(square_grad)
+        >>> with torch.inference_mode():
+        ...     square_grad(torch.tensor([1.0, 2.0]))
+        tensor([2., 4.])
+    """
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_inference_mode_enabled():
+            return function(*args, **kwargs)
+        with torch.inference_mode(False):
+            return function(*_normal(args), **_normal(kwargs))
+
+    run.outside_inference_mode = True  # type: ignore[attr-defined]
+    return run
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_normal(v) for v in value)
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,6 +70,11 @@ def require_floating(inputs: tuple[Tensor, ...], name: str = "inputs") -> None:
                 "floating-point inputs (for token ids, attribute an embedding layer "
                 "with LayerIntegratedGradients instead)"
             )
+
+
+def rows(t: Tensor) -> Tensor:
+    """``t`` as ``[batch, values per example]``, also for an empty batch or a 1-D tensor."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
 def positive_int(value: Any, name: str) -> int:

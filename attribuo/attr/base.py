@@ -13,20 +13,18 @@ from torch import Tensor
 from .._engine.baselines import full_baselines
 from .._engine.call import Call, completeness_delta, parse_call
 from .._engine.errors import ArgumentValueError
+from .._engine.forward import outside_inference_mode
 from .._engine.inputs import as_tuple
 
 
-def _expose_wrapped(cls: type) -> None:
-    # Captum's ``attribute`` methods carry a logging decorator, and code written for
-    # Captum reads the undecorated signature as ``Cls.attribute.__wrapped__``. Give ours
-    # the same attribute: a twin of the function (itself would make an unwrap loop).
+def _wrap_attribute(cls: type) -> None:
+    # Every ``attribute`` leaves ``torch.inference_mode`` for its own duration (gradients
+    # need it off). The wrapper also gives Captum's ``Cls.attribute.__wrapped__``: Captum
+    # decorates ``attribute`` for logging, and code written for it reads the undecorated
+    # signature there.
     fn = cls.__dict__.get("attribute")
-    if isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__"):
-        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-        twin.__kwdefaults__ = fn.__kwdefaults__
-        twin.__qualname__, twin.__doc__ = fn.__qualname__, fn.__doc__
-        twin.__annotations__ = fn.__annotations__
-        fn.__wrapped__ = twin  # type: ignore[attr-defined]
+    if isinstance(fn, types.FunctionType) and not getattr(fn, "outside_inference_mode", False):
+        cls.attribute = outside_inference_mode(fn)
 
 
 class Attribution:
@@ -49,7 +47,7 @@ class Attribution:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _expose_wrapped(cls)
+        _wrap_attribute(cls)
 
     def __init__(self, forward_func: Callable) -> None:
         if not callable(forward_func):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._engine.forward import outside_inference_mode
 from .._engine.inputs import is_tuple, restore_form
 from ._common import (
     attack_arguments,
@@ -83,6 +84,7 @@ class FGSM(Perturbation):
         self.loss_func = loss_func
         self.zero_thresh = 1e-6
 
+    @outside_inference_mode
     def perturb(
         self,
         inputs: TensorOrTuple,

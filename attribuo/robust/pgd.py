@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
+from .._engine.forward import outside_inference_mode
 from .._engine.inputs import is_tuple, restore_form
 from ._common import attack_arguments, attack_inputs, check_callable, clamp_bounds, real_number
 from .fgsm import FGSM
@@ -85,6 +86,7 @@ class PGD(Perturbation):
         # the unbounded FGSM that takes each step; overwrite its zero_thresh to tune it
         self.fgsm = FGSM(forward_func, loss_func)
 
+    @outside_inference_mode
     def perturb(
         self,
         inputs: TensorOrTuple,

@@ -29,7 +29,7 @@ class EigenCam(ClassActivationMap):
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
         n, c = acts.shape[:2]
-        matrix = acts.reshape(n, c, -1).transpose(1, 2)  # [N, positions, C]
+        matrix = acts.flatten(2).transpose(1, 2)  # [N, positions, C]
         v = torch.linalg.svd(matrix, full_matrices=False).Vh[:, 0, :]  # [N, C]
         sign = torch.where((matrix @ v.unsqueeze(-1)).sum((1, 2)) < 0, -1.0, 1.0).to(v.dtype)
         return (v * sign[:, None]).reshape((n, c) + (1,) * (acts.dim() - 2))

@@ -58,7 +58,7 @@ class ScoreCam(ClassActivationMap):
                 masks.append(None)
                 continue
             up = F.interpolate(acts, tuple(x.shape[2:]), mode=_UPSAMPLE[acts.dim()])
-            flat = up.reshape(n, c, -1)
+            flat = up.flatten(2)
             low = flat.min(-1, keepdim=True).values
             high = flat.max(-1, keepdim=True).values
             masks.append(safe_div(flat - low, high - low).reshape(up.shape).to(x.dtype))

@@ -20,7 +20,7 @@ from ..._engine.call import Call, completeness_delta, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.forward import scalar_per_example
 from ..._engine.hooks import modules_of, preserved_state
-from ..._engine.inputs import expand_batch
+from ..._engine.inputs import expand_batch, rows
 from ..._engine.overrides import overriding
 from ..base import GradientAttribution
 from .deeplift_rules import RescaleRules
@@ -108,7 +108,7 @@ def deeplift_attributions(
     if difference is None:  # one output for the whole batch: recompute per example
         delta = completeness_delta(forward_func, attributions, baselines, call)
     else:
-        delta = sum(a.reshape(call.batch, -1).sum(1) for a in attributions) - difference
+        delta = sum(rows(a).sum(1) for a in attributions) - difference
     return attributions, delta
 
 

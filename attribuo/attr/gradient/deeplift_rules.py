@@ -18,6 +18,7 @@ the caller can warn that their ordinary gradients were used.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -321,7 +322,7 @@ SOFTMAX: dict[Callable, Callable] = {
 
 def _planes(t: Tensor) -> Tensor:
     """``t`` as ``[batch, channels, positions]`` (the layout of max pooling's flat indices)."""
-    return t.reshape(t.shape[0], t.shape[1], -1)
+    return t.reshape(t.shape[0], t.shape[1], math.prod(t.shape[2:]))
 
 
 def _pool_with_indices(pool: Callable, z: Tensor, params: tuple) -> tuple[Tensor, Tensor]:

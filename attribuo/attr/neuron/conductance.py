@@ -82,7 +82,7 @@ def conductance_function(
     check_module(layer)
 
     def objective(*args: Any) -> Tensor:
-        times = args[0].shape[0] // batch
+        times = args[0].shape[0] // batch if batch else 1
         with capture([layer], use_input, keep_graph=True) as (record,):
             output = run_forward(forward_func, args, target.repeat(times))
         if record.calls == 0:

@@ -460,7 +460,9 @@ class Lime(LimeBase):
             )
         groups = _groups(self.forward_func, call, perturbations_per_eval)
         dtype = _result_dtype(xs)
-        if self._fast():
+        if groups == 0:  # an empty batch: no example to fit a model to
+            coefs = torch.zeros((0, count), dtype=dtype, device=xs[0].device)
+        elif self._fast():
             samples = self._samples(groups, n_samples, count, xs[0].device)
             coefs = surrogate_coefficients(
                 self.forward_func, call, base, masks, samples, self.interpretable_model,

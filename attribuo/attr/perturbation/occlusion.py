@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -106,8 +107,8 @@ def occlude(
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     total = sum(sizes)
     dtype = initial.dtype if initial.is_floating_point() else torch.get_default_dtype()
-    sums = [torch.zeros((n_out, x[0].numel()), dtype=dtype, device=x.device) for x in inputs]
-    cover = [torch.zeros(x[0].numel(), dtype=dtype, device=x.device) for x in inputs]
+    sums = [torch.zeros((n_out, math.prod(x.shape[1:])), dtype=dtype, device=x.device) for x in inputs]
+    cover = [torch.zeros(math.prod(x.shape[1:]), dtype=dtype, device=x.device) for x in inputs]
 
     grids = [_Windows(sh, w, st, c, x.device) for sh, w, st, c, x in zip(shapes, windows, strides, counts, inputs)]
 

@@ -114,7 +114,7 @@ def shapley_sampling(
     before = torch.cat([initial.reshape(1, 1, n_out).to(values.dtype).expand(n_samples, 1, n_out),
                         values[:, :-1]], dim=1)
     phi = torch.zeros((count, n_out), dtype=values.dtype, device=values.device)
-    phi.index_add_(0, perms.reshape(-1).to(values.device), (values - before).reshape(-1, n_out))
+    phi.index_add_(0, perms.reshape(-1).to(values.device), (values - before).reshape(n_samples * count, n_out))
     phi = phi / max(n_samples, 1)
     shape = _output_shape(initial)
     return tuple(spread(phi.reshape((count,) + shape), m, shape) for m in masks)

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..._engine.errors import ArgumentTypeError
-from ..._engine.inputs import is_tuple, restore_form
+from ..._engine.inputs import is_tuple, restore_form, rows
 from ..base import Attribution, GradientAttribution
 from .propagation import check_rules, lrp_relevance
 
@@ -17,7 +17,7 @@ TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 def _delta(attributions: TensorOrTuple, output: Tensor) -> Tensor:
     attrs = attributions if isinstance(attributions, tuple) else (attributions,)
-    total = sum(a.reshape(a.shape[0], -1).sum(1) for a in attrs)
+    total = sum(rows(a).sum(1) for a in attrs)
     return output.flatten() - total.flatten()
 
 

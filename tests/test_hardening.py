@@ -89,3 +89,54 @@ def test_a_second_thread_on_the_same_model_sees_no_hook(name):
     assert not errors, errors
     assert not failures, sorted(set(failures))
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+
+
+def _shapes(result):
+    if isinstance(result, (tuple, list)):
+        return [_shapes(r) for r in result]
+    return tuple(result.shape)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_an_empty_batch_gives_empty_results_of_the_right_shape(name):
+    m = model().eval()
+    full = _run(name, m, torch.randn(2, 1, 8, 8))
+    empty = _run(name, m, torch.randn(0, 1, 8, 8))
+
+    def emptied(shapes):
+        return [emptied(s) for s in shapes] if isinstance(shapes, list) else (0, *shapes[1:])
+
+    assert _shapes(empty) == emptied(_shapes(full))
+
+
+@pytest.mark.parametrize("name", ["IntegratedGradients", "DeepLift", "LayerConductance", "GradientShap", "LRP"])
+def test_an_empty_batch_has_no_deltas(name):
+    make, good, _ = REGISTRY[name]
+    _, delta = make(model().eval()).attribute(torch.randn(0, 1, 8, 8), **good, return_convergence_delta=True)
+    assert delta.shape == (0,)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_inference_mode_gives_the_same_attributions(name):
+    m = model().eval()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    expected = _flat(_run(name, m, x))
+    with torch.inference_mode():
+        got = _run(name, m, x.clone())
+    assert not got.is_inference() if isinstance(got, torch.Tensor) else True
+    torch.testing.assert_close(_flat(got), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_attacks_run_inside_inference_mode():
+    from attribuo.robust import FGSM, PGD
+
+    m = model().eval()
+    x = torch.rand(2, 1, 8, 8)
+    torch.manual_seed(0)
+    expected = PGD(m).perturb(x, 0.1, 0.02, 3, target=1)
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        got = PGD(m).perturb(x.clone(), 0.1, 0.02, 3, target=1)
+        fgsm = FGSM(m).perturb(x.clone(), 0.1, target=1)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(fgsm, FGSM(m).perturb(x, 0.1, target=1))
