@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,17 @@ def _wrap_attribute(cls: type) -> None:
     fn = cls.__dict__.get("attribute")
     if isinstance(fn, types.FunctionType) and not getattr(fn, "outside_inference_mode", False):
         cls.attribute = outside_inference_mode(fn)
+        if "attribute_future" not in cls.__dict__:  # the same arguments as ``attribute``, as in Captum
+            cls.attribute_future = _future_with_signature(inspect.signature(fn))
+
+
+def _future_with_signature(signature: inspect.Signature) -> Callable:
+    def attribute_future(self: Attribution, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        return Attribution.attribute_future(self, *args, **kwargs)
+
+    attribute_future.__signature__ = signature.replace(return_annotation=torch.futures.Future)  # type: ignore[attr-defined]
+    attribute_future.__doc__ = Attribution.attribute_future.__doc__
+    return attribute_future
 
 
 class Attribution:

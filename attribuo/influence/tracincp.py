@@ -86,7 +86,8 @@ class TracInCPBase(DataInfluence):
 
     @abstractmethod
     def influence(
-        self, inputs: Any, k: int | None = None, proponents: bool = True, show_progress: bool = False
+        self, inputs: Any, k: int | None = None, proponents: bool = True, unpack_inputs: bool = True,
+        show_progress: bool = False,
     ) -> Tensor | KMostInfluentialResults:
         """Scores of every training example, or the top ``k``, for each example of ``inputs``."""
 

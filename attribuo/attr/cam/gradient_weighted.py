@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from .activation_map import CamContext, ClassActivationMap, safe_div, spatial_mean, spatial_sum
+from .activation_map import (
+    CamContext,
+    ClassActivationMap,
+    TensorOrTuple,
+    safe_div,
+    spatial_mean,
+    spatial_sum,
+)
 
 
 class LayerGradCam(ClassActivationMap):
@@ -28,6 +37,24 @@ class LayerGradCam(ClassActivationMap):
     """
 
     relu_by_default = False
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        grad_kwargs: dict[str, Any] | None = None,
+        upsample_to_input: bool = False,
+        interpolate_mode: str = "nearest",
+    ) -> TensorOrTuple:
+        """The GradCAM map of the layer for ``target`` (Captum's defaults; see the base class)."""
+        return super().attribute(
+            inputs, target, additional_forward_args, attribute_to_layer_input, relu_attributions,
+            attr_dim_summation, grad_kwargs, upsample_to_input, interpolate_mode,
+        )
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
         return spatial_mean(grads)

@@ -260,6 +260,15 @@ class DeepLift(GradientAttribution):
         result = call.result(attributions)
         return (result, delta) if return_convergence_delta else result
 
+    def satisfies_attribute_criteria(self, module: torch.nn.Module) -> bool:
+        """Captum's test for a module whose input and output its hooks recorded.
+
+        attribuo records nothing on modules (its rules replace functions), so
+        this only reports whether ``module`` carries ``input`` and ``output``
+        attributes, as Captum's does.
+        """
+        return hasattr(module, "input") and hasattr(module, "output")
+
 
 
 class DeepLiftShap(DeepLift):

@@ -27,6 +27,10 @@ def _deconv(grad_out: Tensor, out: Tensor) -> Tensor:
 class _ModifiedReLUGradient(GradientAttribution):
     _relu_backward: Callable[[Tensor, Tensor], Tensor]
 
+    def __init__(self, model: Callable) -> None:
+        super().__init__(model)
+        self.model = model
+
     def attribute(
         self,
         inputs: TensorOrTuple,

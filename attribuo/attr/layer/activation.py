@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..._engine.call import parse_call
 from ..._engine.sites import site_gradients, site_values
@@ -77,10 +77,10 @@ class LayerGradientXActivation(MultipliesByInputs, LayerAttribution, GradientAtt
         layers = layer_list(self.layer)
         call = parse_call(inputs, target, additional_forward_args)
         records = site_gradients(self.forward_func, layers, call, attribute_to_layer_input, grad_kwargs)
-        results = []
-        for r in records:
-            grads = r.grads
-            if self.multiplies_by_inputs:
-                grads = tuple(g * v for g, v in zip(grads, r.values))
-            results.append(layer_form(grads))
-        return per_layer(self.layer, results)
+        return per_layer(self.layer, [layer_form(self.multiply_gradient_acts(r.grads, r.values)) for r in records])
+
+    def multiply_gradient_acts(self, gradients: tuple[Tensor, ...], evals: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """``gradients * evals`` per tensor, or the gradients when not multiplying by inputs."""
+        if not self.multiplies_by_inputs:
+            return tuple(gradients)
+        return tuple(g * v for g, v in zip(gradients, evals))

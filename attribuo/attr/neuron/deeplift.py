@@ -64,3 +64,14 @@ class NeuronDeepLiftShap(NeuronDeepLift):
     """
 
     _primary = DeepLiftShap
+
+    def attribute(  # type: ignore[override]
+        self, inputs: TensorOrTuple, neuron_selector: NeuronSelector,
+        baselines: TensorOrTuple | Callable[..., TensorOrTuple], additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None,
+    ) -> TensorOrTuple:
+        """DeepLift attributions of the neuron averaged over the baselines, same form as ``inputs``."""
+        return super().attribute(
+            inputs, neuron_selector, baselines, additional_forward_args, attribute_to_neuron_input,
+            custom_attribution_func,
+        )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from torch import nn
 
 from ..._engine.call import input_gradients
 from ..base import GradientAttribution
@@ -76,6 +79,9 @@ class NeuronGuidedBackprop(NeuronMethod, GradientAttribution):
     """
 
     _primary: type = GuidedBackprop
+
+    def __init__(self, model: Callable, layer: nn.Module, device_ids: list[int] | None = None) -> None:
+        super().__init__(model, layer, device_ids)
 
     def attribute(
         self, inputs: TensorOrTuple, neuron_selector: NeuronSelector,
