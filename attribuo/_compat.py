@@ -30,6 +30,12 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.attr._utils.interpretable_input", "attribuo.attr.text.interpretable_input"),
     # InputRole and the default reducer live in the submodule
     ("attribuo.attr._core.dataloader_attr", "attribuo.attr.perturbation.dataloader_attr"),
+    # modules whose helpers Captum code imports too (names not found there come from attribuo.attr)
+    ("attribuo.attr._core.noise_tunnel", "attribuo.attr.gradient.noise_tunnel"),
+    ("attribuo.attr._core.gradient_shap", "attribuo.attr.gradient.gradient_shap"),
+    ("attribuo.attr._core.layer.layer_gradient_shap", "attribuo.attr.layer.gradient_shap"),
+    ("attribuo.attr._core.deep_lift", "attribuo.attr.gradient.deeplift"),
+    ("attribuo.attr._models.base", "attribuo.attr.text.embeddings"),
     ("attribuo.attr._utils", "attribuo.attr"),
     ("attribuo.attr._core", "attribuo.attr"),
     ("attribuo.attr._models", "attribuo.attr"),
@@ -139,10 +145,17 @@ class _AliasLoader(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         target = self.target
 
+        public = ".".join(target.split(".")[:2])  # attribuo.attr, attribuo.metrics, ...
+
         def __getattr__(name: str):
             if name.startswith("__"):
                 raise AttributeError(name)
-            return getattr(importlib.import_module(target), name)
+            try:
+                return getattr(importlib.import_module(target), name)
+            except AttributeError:
+                if target == public:
+                    raise
+                return getattr(importlib.import_module(public), name)
 
         module.__getattr__ = __getattr__  # type: ignore[attr-defined]
         module.__path__ = []  # so deeper Captum-style paths import too

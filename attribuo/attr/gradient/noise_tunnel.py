@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,16 @@ from ..base import Attribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
-NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+class NoiseTunnelType(Enum):
+    """The aggregations NoiseTunnel offers (Captum's enum)."""
+
+    smoothgrad = 1
+    smoothgrad_sq = 2
+    vargrad = 3
+
+
+SUPPORTED_NOISE_TUNNEL_TYPES = list(NoiseTunnelType.__members__)
+NT_TYPES = tuple(SUPPORTED_NOISE_TUNNEL_TYPES)
 
 
 def stdevs_per_input(stdevs: Any, n_inputs: int) -> tuple[float, ...]:

@@ -77,7 +77,7 @@ class TokenReferenceBase:
         return torch.full((sequence_length,), self.reference_token_idx, device=device)
 
 
-def _resolve(model: nn.Module, dotted: str) -> Any:
+def _get_deep_layer_name(model: nn.Module, dotted: str) -> Any:
     obj: Any = model
     for part in dotted.split("."):
         if not hasattr(obj, part):
@@ -86,7 +86,7 @@ def _resolve(model: nn.Module, dotted: str) -> Any:
     return obj
 
 
-def _assign(model: nn.Module, dotted: str, value: nn.Module) -> None:
+def _set_deep_layer_value(model: nn.Module, dotted: str, value: nn.Module) -> None:
     *parents, last = dotted.split(".")
     owner: Any = model
     for part in parents:
@@ -125,7 +125,7 @@ def configure_interpretable_embedding_layer(
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError("`model` must be a torch.nn.Module.")
-    layer = _resolve(model, embedding_layer_name)
+    layer = _get_deep_layer_name(model, embedding_layer_name)
     if type(layer) is InterpretableEmbeddingBase:
         raise ArgumentValueError(
             f"`embedding_layer_name`: an interpretable embedding is already configured "
@@ -138,7 +138,7 @@ def configure_interpretable_embedding_layer(
         stacklevel=2,
     )
     wrapper = InterpretableEmbeddingBase(layer, embedding_layer_name)
-    _assign(model, embedding_layer_name, wrapper)
+    _set_deep_layer_value(model, embedding_layer_name, wrapper)
     return wrapper
 
 
@@ -151,4 +151,4 @@ def remove_interpretable_embedding_layer(
     """
     if not isinstance(interpretable_emb, InterpretableEmbeddingBase):
         raise ArgumentTypeError("`interpretable_emb` must be an InterpretableEmbeddingBase.")
-    _assign(model, interpretable_emb.full_name, interpretable_emb.embedding)
+    _set_deep_layer_value(model, interpretable_emb.full_name, interpretable_emb.embedding)
