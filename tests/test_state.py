@@ -80,4 +80,12 @@ def test_attribute_future_gives_the_same_result(name):
     model = _model().eval()
     x = torch.randn(2, 1, 8, 8)
     method = make(model)
-    torch.testing.assert_close(method.attribute_future(x, **good).wait(), method.attribute(x, **good))
+    expected = method.attribute(x, **good)
+    if method._futures_contract:  # as in Captum: attribute_future takes a forward returning futures
+        def asynchronous(*args):
+            future = torch.futures.Future()
+            future.set_result(model(*args))
+            return future
+
+        method = make(asynchronous)
+    torch.testing.assert_close(method.attribute_future(x, **good).wait(), expected)

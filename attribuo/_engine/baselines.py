@@ -40,7 +40,8 @@ def _one_baseline(inp: Tensor, baseline: Any, name: str) -> Tensor:
         return torch.zeros_like(inp)
     # a Python bool is an int (Captum accepts it: e.g. ``baselines=True`` for bool inputs)
     if isinstance(baseline, (int, float)):
-        return torch.full_like(inp, baseline)
+        # the number's own type where it is wider (a 0.5 baseline for integer inputs stays 0.5)
+        return torch.full(inp.shape, baseline, dtype=torch.result_type(inp, baseline), device=inp.device)
     if not isinstance(baseline, Tensor):
         raise ArgumentTypeError(
             f"`{name}` must be None, a number or a tensor, got {type(baseline).__name__}"

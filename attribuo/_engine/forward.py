@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -24,6 +26,26 @@ def _no_args(func: Callable) -> bool:
         return False
 
 
+# Captum's contract for its future-aware methods (FeatureAblation and kin): ``attribute``
+# takes forward functions that return values, ``attribute_future`` those that return
+# futures. None (every other method): either kind, futures are waited for.
+_FUTURES: ContextVar[bool | None] = ContextVar("attribuo_forward_futures", default=None)
+
+
+@contextmanager
+def forward_futures(required: bool) -> Iterator[None]:
+    """Require (True) or reject (False) futures from the forward function within the block.
+
+    A block inside another keeps the outer requirement (``attribute_future``
+    runs ``attribute``).
+    """
+    token = _FUTURES.set(required if _FUTURES.get() is None else _FUTURES.get())
+    try:
+        yield
+    finally:
+        _FUTURES.reset(token)
+
+
 def run_forward(
     forward_func: Callable,
     inputs: tuple[Tensor, ...],
@@ -35,8 +57,19 @@ def run_forward(
         output = forward_func()
     else:
         output = forward_func(*inputs, *additional_args)
-    if isinstance(output, torch.futures.Future):
+    wanted = _FUTURES.get()
+    if isinstance(output, torch.Future):
+        if wanted is False:
+            raise ArgumentTypeError(
+                "the forward function returned a torch.futures.Future; when using the attribute "
+                "function, outputs should have non-Future type: call attribute_future instead"
+            )
         output = output.wait()
+    elif wanted is True:
+        raise ArgumentTypeError(
+            "when using attribute_future, the forward function must return a torch.futures.Future "
+            f"(Future type), got {type(output).__name__}; call attribute instead"
+        )
     if not isinstance(target, Target):
         target = parse_target(target)
     return target.select(output)

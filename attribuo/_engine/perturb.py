@@ -50,13 +50,16 @@ def perturbation_cost(inputs: tuple[Tensor, ...]) -> int:
 
 # --------------------------------------------------------------------------- masks
 def feature_masks(
-    inputs: tuple[Tensor, ...], feature_mask: Any, name: str = "feature_mask"
+    inputs: tuple[Tensor, ...], feature_mask: Any, name: str = "feature_mask", nonnegative: bool = False
 ) -> Masks:
     """``feature_mask`` as one long tensor per input, shaped ``[1 or N, *input.shape[1:]]``.
 
     ``None`` gives every scalar of every input its own id, numbered across
     the tuple (input 0 first). A given mask may omit leading dims (it is
     broadcast like Captum's) but its batch dim must be 1 or the batch size.
+    Ids are integers, also when held in a float tensor (as Captum accepts);
+    negative ids are features like the others unless ``nonnegative`` (for
+    methods that index by id).
     """
     if feature_mask is None:
         masks, offset = [], 0
@@ -78,8 +81,13 @@ def feature_masks(
         where = f"`{name}[{i}]`" if isinstance(feature_mask, tuple) else f"`{name}`"
         if not isinstance(mask, Tensor):
             raise ArgumentTypeError(f"{where} must be a tensor, got {type(mask).__name__}")
-        if mask.is_floating_point() or mask.is_complex():
+        if mask.is_complex() or mask.dtype == torch.bool:
             raise ArgumentTypeError(f"{where} must hold integer feature ids, got {mask.dtype}")
+        if mask.is_floating_point():
+            if mask.numel() and not bool((torch.isfinite(mask) & (mask == mask.round())).all()):
+                raise ArgumentTypeError(
+                    f"{where} must hold integer feature ids; its float values are not all whole numbers"
+                )
         if mask.dim() > inp.dim():
             raise ArgumentValueError(
                 f"{where} has shape {tuple(mask.shape)}, more dims than the input {tuple(inp.shape)}"
@@ -98,8 +106,8 @@ def feature_masks(
                 f"{where} of shape {tuple(mask.shape)} does not broadcast to the input "
                 f"shape {tuple(inp.shape)}"
             ) from None
-        if mask.numel() and int(mask.min()) < 0:
-            raise ArgumentValueError(f"{where} holds negative ids; feature ids must be >= 0")
+        if nonnegative and mask.numel() and int(mask.min()) < 0:
+            raise ArgumentValueError(f"{where} holds negative ids; this method needs feature ids >= 0")
         out.append(mask.to(device=inp.device, dtype=torch.long))
     return tuple(out)
 

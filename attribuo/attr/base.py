@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from torch import Tensor
 from .._engine.baselines import full_baselines
 from .._engine.call import Call, completeness_delta, parse_call
 from .._engine.errors import ArgumentValueError
-from .._engine.forward import outside_inference_mode
+from .._engine.forward import forward_futures, outside_inference_mode
 from .._engine.inputs import as_tuple
 
 
@@ -25,9 +26,20 @@ def _wrap_attribute(cls: type) -> None:
     # signature there.
     fn = cls.__dict__.get("attribute")
     if isinstance(fn, types.FunctionType) and not getattr(fn, "outside_inference_mode", False):
+        if getattr(cls, "_futures_contract", False):
+            fn = _rejecting_futures(fn)
         cls.attribute = outside_inference_mode(fn)
         if "attribute_future" not in cls.__dict__:  # the same arguments as ``attribute``, as in Captum
             cls.attribute_future = _future_with_signature(inspect.signature(fn))
+
+
+def _rejecting_futures(attribute: Callable) -> Callable:
+    @functools.wraps(attribute)
+    def run(self: Attribution, *args: Any, **kwargs: Any) -> Any:
+        with forward_futures(required=False):
+            return attribute(self, *args, **kwargs)
+
+    return run
 
 
 def _future_with_signature(signature: inspect.Signature) -> Callable:
@@ -68,17 +80,32 @@ class Attribution:
             )
         self.forward_func = forward_func
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
-        """Run ``attribute`` and return its result as a completed ``torch.futures.Future``.
+    # Captum's FeatureAblation and kin: attribute_future needs a forward function returning
+    # futures and attribute one returning values (misuse raises at once)
+    _futures_contract: bool = False
 
-        Errors are delivered through the future (``future.wait()`` raises them).
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """Run ``attribute`` and return its result as a completed ``torch.Future``.
+
+        Errors are delivered through the future (``future.wait()`` raises
+        them). Methods where Captum implements ``attribute_future``
+        (FeatureAblation, FeaturePermutation, the Shapley methods) follow its
+        contract: the forward function must return ``torch.futures.Future``
+        objects, and a wrong kind of forward raises at once.
         """
-        future: torch.futures.Future = torch.futures.Future()
-        try:
-            future.set_result(self.attribute(*args, **kwargs))
-        except Exception as error:  # delivered to whoever waits on the future
-            future.set_exception(error)
-        return future
+        if self._futures_contract:
+            with forward_futures(required=True):
+                result = self.attribute(*args, **kwargs)
+        else:
+            try:
+                result = self.attribute(*args, **kwargs)
+            except Exception as error:  # delivered to whoever waits on the future
+                failed: torch.futures.Future = torch.futures.Future()
+                failed.set_exception(error)
+                return failed
+        done = torch.Future([])  # the type Captum's futures have
+        done.set_result(result)
+        return done
 
     @property
     def multiplies_by_inputs(self) -> bool:

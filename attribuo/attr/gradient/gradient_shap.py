@@ -193,7 +193,7 @@ class InputBaselineXGradient(GradientAttribution):
         internal_batch_size: int | None = None,
     ) -> TensorOrTuple | tuple[TensorOrTuple, Tensor]:
         """Attributions at random points, same form as ``inputs``; optionally with deltas."""
-        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        call = against_baselines(parse_call(inputs, target, additional_forward_args, floating=True), baselines)
         starts = full_baselines(call.inputs, baselines)
         forward = self.forward_func
         result = random_point_gradients(lambda points: points.gradients(forward), call, starts, internal_batch_size)
@@ -201,6 +201,25 @@ class InputBaselineXGradient(GradientAttribution):
             result = tuple((x - b).mul_(g) for x, b, g in zip(call.inputs, starts, result))
         return self._with_delta(call.result(result), result, starts, call, return_convergence_delta)
 
+
+
+def against_baselines(call: Call, baselines: Any) -> Call:
+    """``call`` repeated once per baseline when one example meets several baselines.
+
+    Captum broadcasts a batch of one input against ``B`` baseline rows (one
+    result per baseline); every other shape is left to the baseline checks.
+    """
+    if call.batch != 1:
+        return call
+    rows = {b.shape[0] for b in (baselines if isinstance(baselines, tuple) else (baselines,))
+            if isinstance(b, Tensor) and b.dim() > 0}
+    fits = all(
+        isinstance(b, Tensor) and b.dim() == x.dim() and b.shape[1:] == x.shape[1:]
+        for x, b in zip(call.inputs, baselines if isinstance(baselines, tuple) else (baselines,))
+    )
+    if len(rows) == 1 and fits and (b := rows.pop()) > 1:
+        return call.expanded(b)
+    return call
 
 
 def _points(a: Tensor, xs: tuple[Tensor, ...], starts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -214,4 +233,4 @@ def _rows(a: Tensor, like: Tensor) -> Tensor:
     return a.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
-__all__ = ["GradientShap", "InputBaselineXGradient", "gradient_shap", "random_point_gradients"]
+__all__ = ["GradientShap", "InputBaselineXGradient", "against_baselines", "gradient_shap", "random_point_gradients"]

@@ -11,7 +11,7 @@ from ..._engine.baselines import full_baselines
 from ..._engine.call import Call, parse_call
 from ..._engine.sites import site_gradients
 from ..base import GradientAttribution, LayerAttribution
-from ..gradient.gradient_shap import gradient_shap, random_point_gradients
+from ..gradient.gradient_shap import against_baselines, gradient_shap, random_point_gradients
 from .common import (
     MultipliesByInputs,
     TensorOrTuple,
@@ -92,7 +92,7 @@ class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, Gradient
         """Attributions at random points, the layer's shape; optionally with deltas."""
         layer = single_layer(self.layer, type(self))
         use_input = self._use_input if attribute_to_layer_input is None else attribute_to_layer_input
-        call = parse_call(inputs, target, additional_forward_args, floating=True)
+        call = against_baselines(parse_call(inputs, target, additional_forward_args, floating=True), baselines)
         starts = full_baselines(call.inputs, baselines)
 
         def layer_gradients(points: Call) -> tuple[Tensor, ...]:

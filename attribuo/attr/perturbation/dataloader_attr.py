@@ -195,7 +195,7 @@ class DataLoaderAttribution(Attribution):
                     f"is a {type(x).__name__}"
                 )
         base = _check_baselines(baselines, attr_inputs)
-        masks = feature_masks(attr_inputs, feature_mask)
+        masks = feature_masks(attr_inputs, feature_mask, nonnegative=True)
         for i, m in enumerate(masks):
             if m.shape[0] != 1:
                 raise ArgumentValueError(

@@ -84,6 +84,9 @@ def ablate(
     for start, stop, rows, _ in evaluate_perturbations(
         forward_func, call, total, make, initial, perturbations_per_eval, show_progress, desc
     ):
+        wider = torch.promote_types(diffs.dtype, rows.dtype)
+        if wider != diffs.dtype:  # an integer model on copies made float by a fractional baseline
+            diffs = diffs.to(wider)
         diffs[start:stop] = flat_initial - rows.to(diffs.dtype)
     return tuple(spread(diffs, idx, (flat_initial.shape[1],)) for idx in index)
 
@@ -110,6 +113,8 @@ class FeatureAblation(PerturbationAttribution):
         >>> torch.allclose(attr, x * model.weight[1], atol=1e-6)
         True
     """
+
+    _futures_contract = True  # Captum's attribute / attribute_future split
 
     def attribute(
         self,

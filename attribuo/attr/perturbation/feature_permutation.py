@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..._engine.call import Call, parse_call
+from ..._engine.errors import ArgumentValueError
 from ..._engine.perturb import Masks, feature_masks, feature_order, initial_output
 from ..base import PerturbationAttribution
 from .feature_ablation import ablate
@@ -19,6 +20,8 @@ TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 def _draw_permutation(n: int) -> Tensor:
     # a random non-identity permutation of the batch, drawn as Captum draws it
+    if n < 2:
+        raise ArgumentValueError(f"cannot permute features with batch_size = {n}")
     perm = torch.randperm(n)
     identity = torch.arange(n)
     while bool((perm == identity).all()):
@@ -28,8 +31,6 @@ def _draw_permutation(n: int) -> Tensor:
 
 def _permute_feature(x: Tensor, feature_mask: Tensor) -> Tensor:
     """Captum's default ``perm_func``: rows of ``x`` shuffled where ``feature_mask`` is set."""
-    if x.shape[0] < 2:
-        raise ValueError("cannot permute features with batch_size = 1")
     perm = _draw_permutation(x.shape[0]).to(x.device)
     return torch.where(feature_mask.to(torch.bool), x[perm], x)
 
@@ -42,6 +43,7 @@ def permute(
     show_progress: bool = False,
     perm_func: Callable[[Tensor, Tensor], Tensor] | None = None,
     desc: str = "Feature Permutation",
+    min_examples: int | None = 2,
 ) -> tuple[Tensor, ...]:
     """Permutation importance as a pure function (behind :class:`FeaturePermutation`).
 
@@ -50,46 +52,61 @@ def permute(
     permutation per feature and input, drawn in Captum's order: features
     in mask order, then inputs), or whatever ``perm_func(x, mask)`` returns.
     Returns ``f(inputs) - f(permuted)`` spread over each feature's elements.
+
+    As in Captum, a feature is skipped (zero attribution, nothing drawn for
+    it) when one of the inputs holding it has fewer than ``min_examples``
+    rows along dim 0, or when all of them are empty.
     """
     inputs = call.inputs
-    n = call.batch
-    if n < 2:
+    order = feature_order(masks)
+    present = [torch.isin(order, torch.unique(m.cpu())) for m in masks]  # [input][feature]
+    skipped = torch.zeros(order.numel(), dtype=torch.bool)
+    nonempty = torch.zeros(order.numel(), dtype=torch.bool)
+    for x, holds in zip(inputs, present):
+        if min_examples is not None and x.shape[0] < min_examples:
+            skipped |= holds
+        if x.numel():
+            nonempty |= holds
+    skipped |= ~nonempty
+    if bool(skipped.any()) and min_examples is not None and any(x.shape[0] < min_examples for x in inputs):
         warnings.warn(
-            "FeaturePermutation needs at least 2 examples to permute; every feature is "
-            "skipped and gets zero attribution",
+            f"FeaturePermutation skips {int(skipped.sum())} of {order.numel()} features: they are in "
+            f"an input with fewer than {min_examples} examples to permute (zero attribution)",
             stacklevel=3,
         )
+    if bool(skipped.all()):
         return _zeros(forward_func, call)
-    order = feature_order(masks)
     if perm_func is None or perm_func is _permute_feature:
         # draw every permutation up front; building copies then is one gather per chunk
         # each input is shuffled along its own dim 0 (a sparse index list next to the
         # batch may be longer or shorter than the batch, as in Captum)
-        sizes = [x.shape[0] for x in inputs]
-        perms = [torch.arange(size).repeat(order.numel(), 1) for size in sizes]
-        present = [torch.isin(order, torch.unique(m.cpu())) for m in masks]
+        perms = [torch.arange(x.shape[0]).repeat(order.numel(), 1) for x in inputs]
         for k in range(order.numel()):
             for i in range(len(masks)):
-                if present[i][k] and sizes[i] >= 2:
-                    perms[i][k] = _draw_permutation(sizes[i])
+                if present[i][k] and not skipped[k]:
+                    perms[i][k] = _draw_permutation(inputs[i].shape[0])
 
         def replacement(i: int, start: int, stop: int) -> Tensor:
             idx = perms[i][start:stop].to(inputs[i].device)
             return inputs[i][idx.reshape(-1)].reshape((stop - start,) + tuple(inputs[i].shape))
 
-        return ablate(forward_func, call, inputs, masks, perturbations_per_eval, show_progress, desc,
-                      replacement)
+    else:
+        ids = [order.to(m.device) for m in masks]
 
-    ids = [order.to(m.device) for m in masks]
+        def replacement(i: int, start: int, stop: int) -> Tensor:
+            rows = []
+            for k in range(start, stop):
+                chosen = masks[i] == ids[i][k]
+                use = bool(chosen.any()) and not skipped[k]
+                rows.append(perm_func(inputs[i], chosen) if use else inputs[i])
+            return torch.stack(rows)
 
-    def custom(i: int, start: int, stop: int) -> Tensor:
-        rows = []
-        for k in range(start, stop):
-            chosen = masks[i] == ids[i][k]
-            rows.append(perm_func(inputs[i], chosen) if bool(chosen.any()) else inputs[i])
-        return torch.stack(rows)
-
-    return ablate(forward_func, call, inputs, masks, perturbations_per_eval, show_progress, desc, custom)
+    result = ablate(forward_func, call, inputs, masks, perturbations_per_eval, show_progress, desc, replacement)
+    if not bool(skipped.any()):
+        return result
+    # exactly zero, not a forward's rounding noise, where nothing was permuted
+    dropped = order[skipped]
+    return tuple(r.masked_fill(torch.isin(m, dropped.to(m.device)), 0) for r, m in zip(result, masks))
 
 
 class FeaturePermutation(PerturbationAttribution):
@@ -97,8 +114,9 @@ class FeaturePermutation(PerturbationAttribution):
 
     Each feature (group, via ``feature_mask``) is shuffled across the
     examples of the batch; the attribution is the drop in the target output.
-    The batch must hold at least 2 examples. ``perm_func(x, mask)`` may
-    replace the default shuffle.
+    Features in an input with fewer than 2 examples get zero attribution
+    (Captum's ``_min_examples_per_batch_grouped``). ``perm_func(x, mask)``
+    may replace the default shuffle.
 
     Example:
         >>> import torch
@@ -109,6 +127,8 @@ class FeaturePermutation(PerturbationAttribution):
         torch.Size([8, 3])
     """
 
+    _futures_contract = True  # Captum's attribute / attribute_future split
+
     def __init__(
         self,
         forward_func: Callable,
@@ -116,6 +136,8 @@ class FeaturePermutation(PerturbationAttribution):
     ) -> None:
         super().__init__(forward_func)
         self.perm_func = perm_func
+        # Captum's attribute: features in an input with fewer rows than this are skipped
+        self._min_examples_per_batch_grouped: int | None = 2
 
     def attribute(
         self,
@@ -138,6 +160,7 @@ class FeaturePermutation(PerturbationAttribution):
             show_progress,
             self.perm_func,
             self.get_name(),
+            self._min_examples_per_batch_grouped,
         )
         return call.result(result)
 

@@ -16,27 +16,43 @@ TensorOrTuple = Tensor | tuple[Tensor, ...]
 _ENDPOINT_WEIGHT = 1000000.0  # the all-in and all-out coalitions, pinned almost exactly
 
 
-def kernel_shap_samples(groups: int, n_samples: int, count: int, device: torch.device) -> Tensor:
-    """Coalitions ``[G, S, F]`` (bool) distributed by the Shapley kernel.
+def kernel_shap_samples(
+    groups: int, n_samples: int, count: int, device: torch.device, after_each: Callable[[], None] | None = None
+) -> Tensor:
+    """Coalitions ``[G, S, F]`` (bool) distributed by the Shapley kernel, drawn as Captum draws them.
 
-    The first two samples are all features and no features; the others pick
-    a size ``k`` with probability proportional to ``(F - 1) / (k (F - k))``
-    and then ``k`` features uniformly, so every sample can be weighted 1.
+    The first two samples are all features and no features; each other
+    picks a size ``k`` with probability proportional to ``(F - 1) / (k (F -
+    k))`` and then the ``k`` features with the largest of ``F`` standard
+    normal draws, so every sample can be weighted 1. Groups (examples) are
+    drawn one after another, one sample at a time, from torch's global
+    generator as Captum's per-example loop does, so a seed gives Captum's
+    coalitions; ``after_each()`` runs after each group's samples (the draws
+    Captum's fit of one surrogate makes).
     """
     out = torch.zeros((groups, n_samples, count), dtype=torch.bool)
     out[:, 0] = True
     rest = n_samples - 2
     if rest > 0 and count > 1:
-        k = torch.arange(1, count, dtype=torch.float64)
-        probs = (count - 1) / (k * (count - k))
-        # Drawn example by example, so one example's coalitions do not depend on the
-        # rest of the batch (a seeded batch equals the same examples attributed one by one).
-        for g in range(groups):
-            sizes = torch.multinomial(probs, rest, replacement=True) + 1  # [rest]
-            ranks = torch.argsort(torch.argsort(torch.rand(rest, count), dim=1), dim=1)
-            out[g, 2:] = ranks < sizes.unsqueeze(1)
-    elif rest > 0:
-        out[:, 2::2] = True  # a single feature: alternate between the two coalitions
+        k = torch.arange(count, dtype=torch.float)
+        probs = torch.tensor(count - 1) / (k * (count - k))
+        probs[0] = 0.0
+        probs = (probs / probs.sum()).reshape(1, -1)  # what Categorical(probs).sample() draws from
+    for g in range(groups):
+        if rest > 0 and count > 1:
+            # the draws in Captum's order (a size, then F normals, per sample); the ranking after
+            sizes, values = [], []
+            for _ in range(rest):
+                sizes.append(torch.multinomial(probs, 1, True))
+                values.append(torch.randn(1, count))
+            drawn = torch.cat(values)
+            # the features above the (F - k)-th smallest value: the k largest (kthvalue's choice)
+            ranks = torch.argsort(torch.argsort(drawn, dim=1), dim=1)
+            out[g, 2:] = ranks >= count - torch.cat(sizes)
+        elif rest > 0:
+            out[g, 2::2] = True  # a single feature: alternate between the two coalitions
+        if after_each is not None:
+            after_each()
     return out.to(device)
 
 
@@ -95,7 +111,7 @@ class KernelShap(Lime):
         return True
 
     def _samples(self, groups: int, n_samples: int, count: int, device: torch.device) -> Tensor:
-        return kernel_shap_samples(groups, n_samples, count, device)
+        return kernel_shap_samples(groups, n_samples, count, device, self._fit_draws(count))
 
     def _weights(self, samples: Tensor) -> Tensor:
         return kernel_shap_weights(samples)

@@ -428,17 +428,30 @@ class Lime(LimeBase):
     def _samples(self, groups: int, n_samples: int, count: int, device: torch.device) -> Tensor:
         """Interpretable samples ``[G, S, F]`` (bool), drawn in Captum's order."""
         draws = []
-        mimic = callable(getattr(self.interpretable_model, "fit_batch", None))
+        after_each = self._fit_draws(count)
         for _ in range(groups):
             draws.append(torch.bernoulli(torch.full((n_samples, count), 0.5)))
-            if mimic:
-                # Captum's per-example fit draws from the global generator too (a DataLoader
-                # seed, then nn.Linear's initialisation); draw the same so that a seed gives
-                # the same samples for every example and leaves the generator where Captum does
-                torch.empty((), dtype=torch.int64).random_()
-                torch.empty(1, count).uniform_()
-                torch.empty(1).uniform_()
+            if after_each is not None:
+                after_each()
         return torch.stack(draws).bool().to(device)
+
+    def _fit_draws(self, count: int) -> Callable[[], None] | None:
+        """The random draws of Captum's fit of one surrogate, where ours fits them all at once.
+
+        Captum's per-example fit draws from the global generator (a DataLoader
+        seed, then nn.Linear's initialisation); drawing the same between
+        examples gives every example Captum's samples under a seed and leaves
+        the generator where Captum leaves it.
+        """
+        if not callable(getattr(self.interpretable_model, "fit_batch", None)):
+            return None
+
+        def draws() -> None:
+            torch.empty((), dtype=torch.int64).random_()
+            torch.empty(1, count).uniform_()
+            torch.empty(1).uniform_()
+
+        return draws
 
     def _weights(self, samples: Tensor) -> Tensor | ExpKernelSimilarity:
         return self.similarity_func

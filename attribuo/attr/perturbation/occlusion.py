@@ -50,9 +50,10 @@ class _Windows:
             corners.append((rest % c) * s)
             rest = rest // c
             self.origin += corners[-1] * st
-        grid = torch.meshgrid(*(torch.arange(w, device=device) for w in window), indexing="ij")
-        self.offsets = [g.reshape(-1) for g in grid]  # each element's coordinate in the window
-        self.rel = sum((o * st for o, st in zip(self.offsets, steps)), torch.zeros_like(self.offsets[0]))
+        # each element's coordinate in the window (a 0-d example: one window of one element)
+        grid = torch.meshgrid(*(torch.arange(w, device=device) for w in window), indexing="ij") if window else ()
+        self.offsets = [g.reshape(-1) for g in grid]
+        self.rel = sum((o * st for o, st in zip(self.offsets, steps)), torch.zeros(1, dtype=torch.long, device=device))
         # windows cropped at the far end need a validity mask; most layouts have none
         self.cropped = any(
             bool((corner + w > size).any()) for corner, w, size in zip(corners, window, shape)

@@ -170,7 +170,8 @@ def shapley_exact(
 def _prepare(inputs: Any, baselines: Any, target: Any, additional_forward_args: Any, feature_mask: Any):
     call = parse_call(inputs, target, additional_forward_args)
     xs = call.inputs
-    return call, (call, perturbation_baselines(xs, baselines), feature_masks(xs, feature_mask))
+    masks = feature_masks(xs, feature_mask, nonnegative=True)
+    return call, (call, perturbation_baselines(xs, baselines), masks)
 
 
 class ShapleyValueSampling(PerturbationAttribution):
@@ -190,6 +191,8 @@ class ShapleyValueSampling(PerturbationAttribution):
         >>> torch.allclose(attr, x * model.weight[0], atol=1e-5)  # exact for linear models
         True
     """
+
+    _futures_contract = True  # Captum's attribute / attribute_future split
 
     def attribute(
         self,

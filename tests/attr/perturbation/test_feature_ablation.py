@@ -7,7 +7,7 @@ import torch
 from models import tabular_batch, tabular_mlp
 from torch import nn
 
-from attribuo.attr import FeatureAblation, ShapleyValues
+from attribuo.attr import FeatureAblation, ShapleyValues, ShapleyValueSampling
 
 warnings.filterwarnings("ignore", message=".*Feature mask.*")
 
@@ -105,3 +105,39 @@ def test_empty_input_gets_zero_attribution():
     attr_dense, attr_empty = FeatureAblation(_sparse_model).attribute((dense, empty))
     torch.testing.assert_close(attr_dense, torch.tensor([[3.0, -2.0, 6.0]]))
     assert attr_empty.tolist() == [0]
+
+
+def test_integral_float_and_negative_feature_ids_are_features():
+    model, x = tabular_mlp(), tabular_batch()
+    ids = torch.tensor([[0, 0, 1, 2, 2]])
+    expected = FeatureAblation(model).attribute(x, target=1, feature_mask=ids)
+    as_float = FeatureAblation(model).attribute(x, target=1, feature_mask=ids.float())
+    shifted = FeatureAblation(model).attribute(x, target=1, feature_mask=ids - 2)  # ids -2, -1, 0
+    torch.testing.assert_close(as_float, expected, rtol=0, atol=0)
+    torch.testing.assert_close(shifted, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="feature ids >= 0"):
+        ShapleyValueSampling(model).attribute(x, target=1, feature_mask=ids - 2)
+
+
+def test_forward_futures_follow_captums_contract():
+    model, x = tabular_mlp(), tabular_batch()
+
+    def asynchronous(t):
+        future = torch.futures.Future()
+        future.set_result(model(t))
+        return future
+
+    expected = FeatureAblation(model).attribute(x, target=0)
+    result = FeatureAblation(asynchronous).attribute_future(x, target=0)
+    assert type(result) is torch.Future
+    torch.testing.assert_close(result.wait(), expected)
+    with pytest.raises(TypeError, match="attribute_future"):  # a future where a value is expected
+        FeatureAblation(asynchronous).attribute(x, target=0)
+    with pytest.raises(TypeError, match="Future"):  # and the other way round, raised at once
+        FeatureAblation(model).attribute_future(x, target=0)
+
+
+def test_a_fractional_baseline_for_integer_inputs_is_not_truncated():
+    x = torch.tensor([[1, 2], [3, 4]])
+    attr = FeatureAblation(lambda t: t.sum(1)).attribute(x, baselines=0.5)
+    torch.testing.assert_close(attr, x - 0.5)

@@ -1,5 +1,6 @@
 """FeaturePermutation: side inputs are shuffled along their own length."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -32,3 +33,17 @@ def test_feature_permutation_shuffles_a_side_input_along_its_own_length():
     assert -7.0 < mean < -5.0
     empty = fp.attribute((x, torch.tensor([])))
     assert empty[1].shape == (1,)
+
+
+def test_features_in_inputs_with_too_few_rows_are_skipped_as_in_captum():
+    def total(a, b):
+        return a.sum(1)
+
+    a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0], [5.0, 6.0]])
+    method = A.FeaturePermutation(total)
+    with pytest.warns(UserWarning, match="fewer than 2 examples"):
+        attr = method.attribute((a, b), feature_mask=(torch.tensor([0, 0]), torch.tensor([[0, 1]])))
+    assert torch.equal(attr[0], torch.zeros(1, 2)) and attr[1][:, 0].eq(0).all()
+    method._min_examples_per_batch_grouped = 1  # Captum's knob: now a batch of 1 must be permuted
+    with pytest.raises(ValueError, match="batch_size = 1"):
+        method.attribute(a)

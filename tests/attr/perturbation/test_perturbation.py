@@ -83,8 +83,8 @@ def test_bad_arguments_raise_named_errors():
         FeatureAblation(model).attribute(x, target=0, perturbations_per_eval=0)
     with pytest.raises(ArgumentValueError, match="feature_mask"):
         FeatureAblation(model).attribute(x, target=0, feature_mask=torch.zeros(3, 5, dtype=torch.long))
-    with pytest.raises(ArgumentTypeError, match="feature_mask"):
-        FeatureAblation(model).attribute(x, target=0, feature_mask=torch.zeros(1, 5))
+    with pytest.raises(ArgumentTypeError, match="feature_mask"):  # whole floats are ids; halves are not
+        FeatureAblation(model).attribute(x, target=0, feature_mask=torch.full((1, 5), 0.5))
     with pytest.raises(ArgumentValueError, match="sliding_window_shapes"):
         Occlusion(model).attribute(x, sliding_window_shapes=(9,), target=0)
     with pytest.raises(ArgumentValueError, match="strides"):
