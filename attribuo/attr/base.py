@@ -96,16 +96,15 @@ class Attribution:
         if self._futures_contract:
             with forward_futures(required=True):
                 result = self.attribute(*args, **kwargs)
-        else:
-            try:
-                result = self.attribute(*args, **kwargs)
-            except Exception as error:  # delivered to whoever waits on the future
-                failed: torch.futures.Future = torch.futures.Future()
-                failed.set_exception(error)
-                return failed
-        done = torch.Future([])  # the type Captum's futures have
-        done.set_result(result)
-        return done
+            done = torch.Future([])  # exactly the type Captum's attribute_future returns
+            done.set_result(result)
+            return done
+        future: torch.futures.Future = torch.futures.Future()
+        try:
+            future.set_result(self.attribute(*args, **kwargs))
+        except Exception as error:  # delivered to whoever waits on the future
+            future.set_exception(error)
+        return future
 
     @property
     def multiplies_by_inputs(self) -> bool:
