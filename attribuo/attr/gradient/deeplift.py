@@ -20,7 +20,7 @@ from ..._engine.call import Call, completeness_delta, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.forward import scalar_per_example
 from ..._engine.hooks import modules_of, preserved_state
-from ..._engine.inputs import expand_batch, rows
+from ..._engine.inputs import expand_batch
 from ..._engine.overrides import overriding
 from ..base import GradientAttribution
 from .deeplift_rules import RescaleRules
@@ -94,21 +94,21 @@ def deeplift_attributions(
     custom_attribution_func: Callable | None = None,
     *,
     method: str = "DeepLift",
-) -> tuple[tuple[Tensor, ...], Tensor]:
+    with_delta: bool = False,
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift as a pure function (behind DeepLift and its layer and neuron variants).
 
     Returns ``(attributions, delta)``: one attribution tensor per input of
-    ``call`` (see :func:`attributions_from_multipliers`) and, per example,
-    their sum minus ``F(inputs) - F(baselines)``.
+    ``call`` (see :func:`attributions_from_multipliers`) and, when
+    ``with_delta``, per example their sum minus ``F(inputs) - F(baselines)``
+    from forwards of the inputs and of the baselines (as Captum computes it),
+    else None.
     """
-    multipliers, difference = deeplift_multipliers(forward_func, call, baselines, eps, method=method)
+    multipliers, _ = deeplift_multipliers(forward_func, call, baselines, eps, method=method)
     attributions = attributions_from_multipliers(
         multipliers, call.inputs, baselines, multiply_by_inputs, custom_attribution_func
     )
-    if difference is None:  # one output for the whole batch: recompute per example
-        delta = completeness_delta(forward_func, attributions, baselines, call)
-    else:
-        delta = sum(rows(a).sum(1) for a in attributions) - difference
+    delta = completeness_delta(forward_func, attributions, baselines, call) if with_delta else None
     return attributions, delta
 
 
@@ -256,6 +256,7 @@ class DeepLift(GradientAttribution):
         attributions, delta = deeplift_attributions(
             self.forward_func, call, full_baselines(call.inputs, baselines), self.eps,
             self.multiplies_by_inputs, custom_attribution_func, method=type(self).__name__,
+            with_delta=return_convergence_delta,
         )
         result = call.result(attributions)
         return (result, delta) if return_convergence_delta else result
@@ -311,7 +312,7 @@ class DeepLiftShap(DeepLift):
         dist = baseline_distribution(call.inputs, inputs, baselines)
         attributions, delta = deeplift_attributions(
             self.forward_func, *expand_pairs(call, dist), self.eps, self.multiplies_by_inputs,
-            custom_attribution_func, method=type(self).__name__,
+            custom_attribution_func, method=type(self).__name__, with_delta=return_convergence_delta,
         )
         b = dist[0].shape[0]
         result = call.result(tuple(mean_over_baselines(a, call.batch, b) for a in attributions))

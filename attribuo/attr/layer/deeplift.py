@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..._engine.baselines import full_baselines
-from ..._engine.call import Call, parse_call
+from ..._engine.call import Call, completeness_delta, parse_call
 from ..._engine.sites import site_function
 from ..base import GradientAttribution, LayerAttribution
 from ..gradient.deeplift import (
@@ -66,22 +66,26 @@ class LayerDeepLift(MultipliesByInputs, LayerAttribution, GradientAttribution):
         """DeepLift attributions of ``target``, the layer's shape; with deltas when asked."""
         call = parse_call(inputs, target, additional_forward_args)
         attrs, delta = self._layer_deeplift(
-            call, full_baselines(call.inputs, baselines), attribute_to_layer_input, custom_attribution_func
+            call, full_baselines(call.inputs, baselines), attribute_to_layer_input, custom_attribution_func,
+            return_convergence_delta,
         )
         return (layer_form(attrs), delta) if return_convergence_delta else layer_form(attrs)
 
     def _layer_deeplift(
-        self, call: Call, baselines: tuple[Tensor, ...], use_input: bool, custom: Callable | None
-    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        self, call: Call, baselines: tuple[Tensor, ...], use_input: bool, custom: Callable | None,
+        with_delta: bool,
+    ) -> tuple[tuple[Tensor, ...], Tensor | None]:
         # DeepLift on the rest of the model, between the layer's values at inputs and baselines
         layer = single_layer(self.layer, type(self))
         (ends,) = layer_values_at(self.forward_func, [layer], call, use_input)
         (begins,) = layer_values_at(self.forward_func, [layer], call.with_inputs(baselines), use_input)
         replaced = site_function(self.forward_func, layer, call, use_input)
-        return deeplift_attributions(
+        attrs, _ = deeplift_attributions(
             replaced, call.with_inputs(ends, args=()), begins, 1e-10, self.multiplies_by_inputs,
             custom, method=type(self).__name__,
         )
+        # the model's own output change between the inputs and the baselines, as Captum's delta
+        return attrs, completeness_delta(self.forward_func, attrs, baselines, call) if with_delta else None
 
 
 class LayerDeepLiftShap(LayerDeepLift):
@@ -112,7 +116,8 @@ class LayerDeepLiftShap(LayerDeepLift):
         call = parse_call(inputs, target, additional_forward_args)
         dist = baseline_distribution(call.inputs, inputs, baselines)
         attrs, delta = self._layer_deeplift(
-            *expand_pairs(call, dist), attribute_to_layer_input, custom_attribution_func
+            *expand_pairs(call, dist), attribute_to_layer_input, custom_attribution_func,
+            return_convergence_delta,
         )
         n, b = call.batch, dist[0].shape[0]
         attrs = tuple(mean_over_baselines(a, n, b) for a in attrs)

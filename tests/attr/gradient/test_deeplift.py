@@ -362,3 +362,26 @@ def test_non_contiguous_layouts():
     t = torch.randn(3, 4, 5, dtype=torch.float64)
     _, delta = DeepLift(forward).attribute(t, torch.randn_like(t), return_convergence_delta=True)
     assert delta.abs().max() < 1e-12
+
+
+def test_softmax_delta_compares_with_separate_forwards_of_inputs_and_baselines():
+    # Captum's test_softmax_classification_batch_zero_baseline: saturated float32 softmax,
+    # where a joint forward of inputs and baselines rounds differently from separate ones
+    class Saturated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin1, self.lin2, self.lin3 = (torch.nn.Linear(a, b) for a, b in ((40, 20), (20, 20), (20, 10)))
+            for lin in (self.lin1, self.lin2, self.lin3):
+                lin.weight = torch.nn.Parameter(torch.ones_like(lin.weight))
+
+        def forward(self, x):
+            return torch.softmax(self.lin3(torch.relu(self.lin2(torch.relu(self.lin1(x))))), dim=1)
+
+    torch.manual_seed(1234)
+    model = Saturated()
+    x = torch.arange(0.0, 120.0).reshape(3, 40)
+    attr, delta = DeepLift(model).attribute(x, 0, target=torch.tensor([2, 2, 2]), return_convergence_delta=True)
+    with torch.no_grad():
+        change = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
+    torch.testing.assert_close(delta, attr.sum(1) - change, rtol=0, atol=0)
+    assert bool((delta.abs() < 0.003).all())
