@@ -15,6 +15,7 @@ sensitivity all layers' gradients come from one backward.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -198,6 +199,11 @@ class TCAV(ConceptInterpreter):
             raise ArgumentValueError(f"the `data_iter` of concept {concept!r} gave no batches")
         for name, store in zip(names, batches):
             self._activations[(concept.id, name)] = store
+            # also on disk, where Captum keeps them (save_path/av/model_id/concept/layer/batch.pt)
+            folder = os.path.join(self.save_path, "av", self.model_id, concept.identifier, name)
+            os.makedirs(folder, exist_ok=True)
+            for i, batch in enumerate(store):
+                torch.save(batch, os.path.join(folder, f"{i}.pt"))
 
     def generate_activations(self, concept_layers: dict[Concept, list[str]]) -> None:
         """Compute activations for each concept at the layers ``concept_layers`` lists for it."""

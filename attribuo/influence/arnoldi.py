@@ -23,15 +23,26 @@ from .influence_function import IntermediateQuantitiesInfluenceFunction
 
 
 def arnoldi_iteration(
-    hvp: Callable[[Tensor], Tensor], start: Tensor, steps: int, tol: float, show_progress: bool = False
+    hvp: Callable[[Tensor], Tensor],
+    start: Tensor,
+    steps: int,
+    tol: float,
+    show_progress: bool = False,
+    restart: Callable[[], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Krylov basis ``Q`` (rows, ``[m, n]``) and ``Q^T H Q`` (``[m, m]``) from ``steps`` products.
 
     Each new direction is orthogonalised against all earlier ones, one at a
-    time (modified Gram-Schmidt). The iteration stops early when the new
-    direction's norm falls below ``tol`` (the space is invariant). As in
-    Captum, the last direction found is not used, so ``m`` is one less than
-    the number of products computed.
+    time (modified Gram-Schmidt). As in Captum, the last direction found is
+    not used, so ``m`` is one less than the number of products computed.
+
+    When a new direction's norm falls below ``tol``, the space found so far
+    is invariant under ``H`` (a Hessian proportional to the identity stops at
+    once). Without ``restart`` the iteration stops there; with it, the
+    iteration goes on from a fresh vector ``restart()`` made orthogonal to
+    the basis, until ``steps`` products are done or no new direction exists
+    (then every direction found is used: the basis spans an invariant space
+    and ``Q^T H Q`` is exact).
 
     Example:
         >>> import torch
@@ -41,26 +52,47 @@ def arnoldi_iteration(
         (torch.Size([2, 3]), torch.Size([2, 2]))
         >>> torch.allclose(Q @ Q.T, torch.eye(2, dtype=torch.float64))
         True
+        >>> I = 2 * torch.eye(3, dtype=torch.float64)  # the first product lies along the start
+        >>> g = torch.Generator().manual_seed(0)
+        >>> Q, T = arnoldi_iteration(lambda v: I @ v, torch.ones(3, dtype=torch.float64), 3, 1e-9,
+        ...                          restart=lambda: torch.randn(3, generator=g, dtype=torch.float64))
+        >>> T.shape, torch.allclose(T, I)  # the whole space, exactly
+        (torch.Size([3, 3]), True)
     """
     basis = [start / start.norm()]
     hess = start.new_zeros(steps + 1, steps)
-    k = 0
+    eps = torch.finfo(start.dtype).eps if start.is_floating_point() else 0.0
+    k, exhausted = 0, False
     for k in progress(range(1, steps + 1), show_progress, "Running Arnoldi iteration for step"):
         v = hvp(basis[k - 1])
+        size = float(v.norm())
         for i in range(k):
             hess[i, k - 1] = basis[i] @ v
             v = v - hess[i, k - 1] * basis[i]
         hess[k, k - 1] = v.norm()
-        if hess[k, k - 1] < tol:
+        # a remainder at rounding level of the product is no new direction, whatever ``tol`` says
+        invariant = hess[k, k - 1] < tol or (restart is not None and hess[k, k - 1] < 64 * eps * size)
+        if not invariant:
+            basis.append(v / hess[k, k - 1])
+            continue
+        if restart is None:
             break
-        basis.append(v / hess[k, k - 1])
-    m = k - 1
-    if m < 1:
-        raise ArgumentValueError(
-            "the Arnoldi basis is empty (the first Hessian-vector product already lies in the "
-            "start direction); raise `arnoldi_dim` or lower `arnoldi_tol`"
-        )
+        drawn = restart()
+        fresh = _orthogonal(drawn, basis)
+        if fresh.norm() < max(tol, eps**0.5 * float(drawn.norm())):  # the basis spans everything
+            exhausted = True
+            break
+        hess[k, k - 1] = 0.0  # an invariant space ends here; the next block starts afresh
+        basis.append(fresh / fresh.norm())
+    m = k if exhausted and restart is not None else max(k - 1, 1)
     return torch.stack(basis[:m]), hess[:m, :m]
+
+
+def _orthogonal(v: Tensor, basis: list[Tensor]) -> Tensor:
+    for _ in range(2):  # twice: Gram-Schmidt loses orthogonality once
+        for q in basis:
+            v = v - (q @ v) * q
+    return v
 
 
 class ArnoldiInfluenceFunction(IntermediateQuantitiesInfluenceFunction):
@@ -126,7 +158,9 @@ class ArnoldiInfluenceFunction(IntermediateQuantitiesInfluenceFunction):
         start = torch.cat([
             torch.randn(p.shape, generator=gen, dtype=p.dtype).reshape(-1) for p in self._params.values()
         ]).to(flat.theta.device)
+        # after an invariant space (rare but exact), new directions come from the same generator
         basis, small = arnoldi_iteration(
-            lambda v: flat.hvp(self.hessian_dataloader, v), start, arnoldi_dim, arnoldi_tol, show_progress
+            lambda v: flat.hvp(self.hessian_dataloader, v), start, arnoldi_dim, arnoldi_tol, show_progress,
+            restart=lambda: torch.randn(start.shape, generator=gen, dtype=start.dtype).to(start.device),
         )
         self._set_projection(small, basis, "The Hessian restricted to the Krylov space", projection_on_cpu)
