@@ -131,6 +131,26 @@ def progress(iterable: Iterable, show: bool, desc: str, total: int | None = None
     return tqdm(iterable, desc=desc, total=total)
 
 
+class ProgressBar:
+    """A tqdm bar shown only when asked, updated by hand (``update``) and closed at the end."""
+
+    def __init__(self, show: bool, desc: str, total: int | None) -> None:
+        if show:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(desc=desc, total=total)
+        else:
+            self._bar = None
+
+    def update(self) -> None:
+        if self._bar is not None:
+            self._bar.update()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def loader_len(loader: Any) -> int | None:
     try:
         return len(loader)
@@ -160,7 +180,10 @@ def resolve_checkpoints(checkpoints: Any) -> list[Any]:
                 f"checkpoints, got {type(checkpoints).__name__}"
             ) from None
     if not found:
-        raise ArgumentValueError(f"`checkpoints` holds no checkpoint: {checkpoints!r}")
+        # Captum's wording first: code written for it matches that phrase
+        raise ArgumentValueError(
+            f"Invalid checkpoints provided for TracIn class: `checkpoints` holds no checkpoint: {checkpoints!r}"
+        )
     if any(c is None for c in found):
         raise ArgumentValueError("`checkpoints` contains None; every checkpoint must be loadable")
     return found

@@ -21,6 +21,7 @@ from .._engine.errors import ArgumentValueError
 from .base import (
     DataInfluence,
     KMostInfluentialResults,
+    ProgressBar,
     as_batches,
     check_k,
     check_model,
@@ -29,7 +30,6 @@ from .base import (
     load_flexible_state_dict,
     loader_len,
     loss_reductions,
-    progress,
     resolve_checkpoints,
     top_k,
     train_loader,
@@ -118,52 +118,80 @@ class TracInCPBase(DataInfluence):
             return self._aggregate(qs)
         return tuple(torch.cat(parts) for parts in zip(*qs)) if isinstance(qs[0], tuple) else torch.cat(qs)
 
-    def _scores(self, inputs: Any, show_progress: bool, aggregate: bool = False) -> Tensor:
-        """``(n_test, n_train)`` matrix summed over checkpoints, each loaded once."""
+    def _scores(self, inputs: Any, show_progress: bool, aggregate: bool = False, task: str | None = None) -> Tensor:
+        """``(n_test, n_train)`` matrix summed over checkpoints, each loaded once.
+
+        Progress is one bar over the training batches (times the checkpoints:
+        they are the outer loop here), with Captum's description.
+        """
         if inputs is None:
             raise ArgumentValueError(
                 "`inputs` is required; for self influence scores use `self_influence`"
             )
         as_batches(inputs)  # validate before any checkpoint is loaded
+        desc = f"Using {self.get_name()} to " + (
+            f"perform computation for getting {task}. Processing training batches" if task
+            else "compute influence for training batches"
+        )
+        bar = ProgressBar(show_progress, desc, _total(self.train_dataloader_len, self.checkpoints))
         total = None
-        for checkpoint in self.checkpoints:
-            lr = load_checkpoint(self, checkpoint)
-            test_q = self._test_quantities(inputs, aggregate)
-            batches = progress(
-                iterate(self.train_dataloader, "train_dataset"),
-                show_progress,
-                f"Using {self.get_name()} to compute influence for training batches",
-                self.train_dataloader_len,
-            )
-            cols = [
-                self._pair_scores(test_q, self._quantities(f, y, self.loss_fn, self.reduction_type))
-                for f, y in batches
-            ]
-            scores = torch.cat(cols, dim=1) * lr
-            total = scores if total is None else total + scores
+        try:
+            for checkpoint in self.checkpoints:
+                lr = load_checkpoint(self, checkpoint)
+                test_q = self._test_quantities(inputs, aggregate)
+                cols = []
+                for f, y in iterate(self.train_dataloader, "train_dataset"):
+                    cols.append(self._pair_scores(test_q, self._quantities(f, y, self.loss_fn, self.reduction_type)))
+                    bar.update()
+                scores = torch.cat(cols, dim=1) * lr
+                total = scores if total is None else total + scores
+        finally:
+            bar.close()
         return total
 
     def _route(self, inputs: Any, k: int | None, proponents: bool, show_progress: bool, **kw: Any):
         if k is not None:
             check_k(k)
-        scores = self._scores(inputs, show_progress, **kw)
+        task = None if k is None else ("proponents" if proponents else "opponents")
+        scores = self._scores(inputs, show_progress, task=task, **kw)
         return scores if k is None else top_k(scores, k, proponents)
 
-    def _self_influence(self, inputs: Any, show_progress: bool) -> Tensor:
+    def _self_influence(self, inputs: Any, show_progress: bool, outer_loop_by_checkpoints: bool = False) -> Tensor:
+        """Self influence summed over checkpoints, each loaded once.
+
+        Progress follows Captum's bars: with ``outer_loop_by_checkpoints`` one
+        over checkpoints and one over batches per checkpoint, else a single
+        one over batches.
+        """
         loader = self.train_dataloader if inputs is None else as_batches(inputs)
+        prefix = f"Using {self.get_name()} to compute self influence. Processing"
+        outer = ProgressBar(show_progress and outer_loop_by_checkpoints, f"{prefix} checkpoint", len(self.checkpoints))
+        single = ProgressBar(
+            show_progress and not outer_loop_by_checkpoints, f"{prefix} batch",
+            _total(loader_len(loader), self.checkpoints),
+        )
         total = None
-        for checkpoint in progress(
-            self.checkpoints, show_progress,
-            f"Using {self.get_name()} to compute self influence. Processing checkpoint",
-        ):
-            lr = load_checkpoint(self, checkpoint)
-            parts = [
-                self._self_scores(self._quantities(f, y, self.loss_fn, self.reduction_type))
-                for f, y in iterate(loader, "inputs")
-            ]
-            scores = torch.cat(parts) * lr
-            total = scores if total is None else total + scores
+        try:
+            for checkpoint in self.checkpoints:
+                lr = load_checkpoint(self, checkpoint)
+                inner = ProgressBar(show_progress and outer_loop_by_checkpoints, f"{prefix} batch", loader_len(loader))
+                parts = []
+                for f, y in iterate(loader, "inputs"):
+                    parts.append(self._self_scores(self._quantities(f, y, self.loss_fn, self.reduction_type)))
+                    inner.update()
+                    single.update()
+                inner.close()
+                outer.update()
+                scores = torch.cat(parts) * lr
+                total = scores if total is None else total + scores
+        finally:
+            outer.close()
+            single.close()
         return total
+
+
+def _total(batches: int | None, checkpoints: Any) -> int | None:
+    return None if batches is None else batches * len(checkpoints)
 
 
 class TracInCP(TracInCPBase):
@@ -239,10 +267,11 @@ class TracInCP(TracInCPBase):
     ) -> Tensor:
         """``sum_c lr_c * |grad L(z; w_c)|^2`` for every example (default: the training set).
 
-        ``outer_loop_by_checkpoints`` is accepted for Captum compatibility;
-        checkpoints are always the outer loop here, which loads each once.
+        Checkpoints are always the outer loop here, which loads each once;
+        ``outer_loop_by_checkpoints`` chooses which of Captum's progress bars
+        ``show_progress`` shows.
         """
-        return self._self_influence(inputs, show_progress)
+        return self._self_influence(inputs, show_progress, outer_loop_by_checkpoints)
 
     def compute_intermediate_quantities(self, inputs: Any, aggregate: bool = False) -> Tensor:
         """Per example, ``lr_c * grad L(z; w_c)`` flattened and joined over checkpoints."""

@@ -121,7 +121,10 @@ class TracInCPFast(TracInCPBase):
     @final_fc_layer.setter
     def final_fc_layer(self, layer: nn.Module | str) -> None:
         if isinstance(layer, str):
-            layer = module_by_name(self.model, layer, "final_fc_layer")
+            try:
+                layer = module_by_name(self.model, layer, "final_fc_layer")
+            except ArgumentValueError as error:  # Captum's wording first, for code that matches it
+                raise ArgumentValueError(f'Invalid final_fc_layer str: "{layer}" provided! {error}') from None
         if not isinstance(layer, nn.Module):
             raise ArgumentTypeError(
                 f"`final_fc_layer` must be a module or a module name, got {type(layer).__name__}"
@@ -138,7 +141,7 @@ class TracInCPFast(TracInCPBase):
         self, inputs: Any = None, show_progress: bool = False, outer_loop_by_checkpoints: bool = False
     ) -> Tensor:
         """``sum_c lr_c |g|^2 |a|^2`` per example (default: the training set)."""
-        return self._self_influence(inputs, show_progress)
+        return self._self_influence(inputs, show_progress, outer_loop_by_checkpoints)
 
     def _quantities(self, features: Any, labels: Any, loss_fn: Any, reduction: str) -> tuple[Tensor, Tensor]:
         return layer_input_and_output_grad(self.model, self.final_fc_layer, features, labels, loss_fn, reduction)

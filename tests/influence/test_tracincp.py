@@ -199,3 +199,16 @@ def test_bad_influence_arguments(linear_setup):
         tracin.influence(test[0])
     with pytest.raises(ArgumentValueError, match="inputs"):
         tracin.influence((test[0],))
+
+
+def test_progress_bars_read_as_captums(linear_setup, capsys):
+    model, folder, train, test, _ = linear_setup
+    tracin = TracInCP(model, train, str(folder), loss_fn=nn.MSELoss(reduction="none"), batch_size=4)
+    tracin.influence(test, show_progress=True)
+    tracin.influence(test, k=2, proponents=False, show_progress=True)
+    tracin.self_influence(show_progress=True, outer_loop_by_checkpoints=True)
+    err = capsys.readouterr().err
+    assert err.count("Using TracInCP to compute influence for training batches: 100%") == 1
+    assert err.count("getting opponents. Processing training batches: 100%") == 1
+    assert err.count("compute self influence. Processing checkpoint: 100%") == 1
+    assert err.count("compute self influence. Processing batch: 100%") == len(LRS)  # one per checkpoint
