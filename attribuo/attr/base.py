@@ -226,12 +226,29 @@ class LayerAttribution(InternalAttribution):
                 "`layer_attribution` must be a 3-D, 4-D or 5-D tensor [examples, channels, ...]"
             )
         spatial = layer_attribution.dim() - 2
+        check_interpolate_mode(interpolate_mode)
+        dims_of_mode = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+        if dims_of_mode.get(interpolate_mode, spatial) != spatial:
+            raise ArgumentValueError(
+                f"`interpolate_mode` {interpolate_mode!r} resizes {dims_of_mode[interpolate_mode]}-D maps, "
+                f"but this attribution has {spatial} spatial dims; use 'nearest' or "
+                f"{ {1: 'linear', 2: 'bilinear', 3: 'trilinear'}[spatial]!r}"
+            )
         if isinstance(interpolate_dims, tuple) and len(interpolate_dims) != spatial:
             raise ArgumentValueError(
                 f"`interpolate_dims` must have {spatial} entries for a "
                 f"{layer_attribution.dim()}-D attribution, got {interpolate_dims}"
             )
         return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+INTERPOLATE_MODES = ("nearest", "nearest-exact", "area", "linear", "bilinear", "bicubic", "trilinear")
+
+
+def check_interpolate_mode(mode: Any) -> None:
+    """``mode`` must be one of torch's interpolation modes (an error naming ``interpolate_mode``)."""
+    if mode not in INTERPOLATE_MODES:
+        raise ArgumentValueError(f"`interpolate_mode` must be one of {INTERPOLATE_MODES}, got {mode!r}")
 
 
 class NeuronAttribution(InternalAttribution):

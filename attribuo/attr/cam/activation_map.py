@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentValueError
+from ..._engine.forward import scalar_per_example
 from ..._engine.sites import site_gradients, site_values
 from ..base import GradientAttribution, LayerAttribution
 
@@ -96,6 +97,7 @@ class ClassActivationMap(LayerAttribution, GradientAttribution):
 
     needs_gradients = True
     relu_by_default = True
+    target_free = False  # the map does not depend on `target` (EigenCam)
 
     def __init__(
         self,
@@ -144,6 +146,9 @@ class ClassActivationMap(LayerAttribution, GradientAttribution):
                     self.forward_func, [self.layer], call.inputs, call.args, attribute_to_layer_input, stop=True
                 )
             grads = (None,) * len(record.values)
+            if self.target_free and not call.target.is_none:
+                with torch.no_grad():  # the map ignores `target`, but a wrong one is still an error
+                    scalar_per_example(call.forward(self.forward_func), call.batch)
         context = CamContext(self.forward_func, call)
         relu = self.relu_by_default if relu_attributions is None else relu_attributions
         maps = []

@@ -26,6 +26,7 @@ class EigenCam(ClassActivationMap):
     """
 
     needs_gradients = False
+    target_free = True
 
     def channel_weights(self, acts: Tensor, grads: Tensor | None, context: CamContext) -> Tensor:
         n, c = acts.shape[:2]

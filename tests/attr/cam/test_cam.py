@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from models.lrp_cam import SmallCNN
 from torch import nn
 
+import attribuo.attr as A
 from attribuo._engine.errors import ArgumentValueError
 from attribuo.attr import (
     EigenCam,
@@ -221,3 +222,15 @@ def test_layer_grad_cam_options():
     to_input = cam.attribute(x, target=TARGET, attribute_to_layer_input=True)
     assert to_input.shape == plain.shape
     assert plain.dtype == torch.float64
+
+
+def test_unsupported_interpolation_and_targets_are_named():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+    x = torch.rand(2, 1, 6, 6)
+    with pytest.raises(ValueError, match="interpolate_mode.*trilinear"):
+        A.LayerGradCam(model, model[0]).attribute(x, target=0, upsample_to_input=True, interpolate_mode="trilinear")
+    with pytest.raises(ValueError, match="interpolate_mode"):
+        A.GuidedGradCam(model, model[0]).attribute(x, target=0, interpolate_mode="cubic")
+    with pytest.raises(ValueError, match="`target` index 5"):  # EigenCam ignores target, but checks it
+        A.EigenCam(model, model[1]).attribute(x, target=5)
+    assert A.EigenCam(model, model[1]).attribute(x, target=1).shape == (2, 1, 4, 4)
