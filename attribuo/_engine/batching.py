@@ -7,14 +7,22 @@ into one forward: an explicit count of items, or of expanded examples,
 from the user wins; otherwise as many items as fit the memory budget
 (``ATTRIBUO_MEMORY_BUDGET_MB``), so large inputs are split and small ones
 run in a single forward. :func:`chunks` walks the items in those pieces.
+
+Input bytes are a poor measure for models whose activations are many
+times their input (wide convolutions at full resolution), so loops whose
+chunks can grow large also cap them by the activations one probe forward
+of one example creates (:func:`activation_bytes`, budget
+``ATTRIBUO_ACTIVATION_BUDGET_MB``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from .inputs import positive_int
 
@@ -69,6 +77,70 @@ def chunk_size(
     if item_bytes is None:
         return most
     return max(1, min(most, memory_budget_bytes() // max(item_bytes, 1)))
+
+
+def activation_budget_bytes() -> int:
+    """Bytes of activations one evaluation may create (env ``ATTRIBUO_ACTIVATION_BUDGET_MB``)."""
+    return int(float(os.environ.get("ATTRIBUO_ACTIVATION_BUDGET_MB", "512")) * _MIB)
+
+
+class _Tally(TorchFunctionMode):
+    """Adds up the bytes of every tensor torch functions return during a forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, Tensor):
+                size = t.numel() * t.element_size()
+                self.total += size
+                self.largest = max(self.largest, size)
+        return out
+
+
+def activation_bytes(forward_func: Callable, inputs: tuple[Tensor, ...], args: tuple, grad: bool) -> int:
+    """Bytes of activations one forward of ``inputs`` costs, from a probe forward.
+
+    With ``grad`` (the activations stay alive until the backward) every
+    tensor the forward creates counts; without, about two of the largest
+    are alive at once. Counted through a ``TorchFunctionMode``, so functional
+    calls count as module calls do, on any device. Zero (no estimate) for
+    empty inputs, a forward that fails (its own error comes when the method
+    runs it), or a forward that is not a model's (an ``nn.Module`` or
+    attribuo's wrapper of one): user functions are never called an extra time.
+    """
+    if not inputs or inputs[0].numel() == 0 or not _probeable(forward_func):
+        return 0
+    tally = _Tally()
+    try:
+        with torch.no_grad(), tally:
+            forward_func(*inputs, *args)
+    except Exception:  # noqa: BLE001 (no estimate; the method's own forward reports the error)
+        return 0
+    return tally.total if grad else 2 * tally.largest
+
+
+def _probeable(forward_func: Callable) -> bool:
+    # Only a model's forward, or attribuo's own wrappers of one, is run for a probe: a user's
+    # function may have side effects (logging, API calls) that an extra call would repeat.
+    seen = 0
+    while forward_func is not None and seen < 8:
+        if isinstance(forward_func, torch.nn.Module) or isinstance(getattr(forward_func, "__self__", None), torch.nn.Module):
+            return True
+        forward_func = getattr(forward_func, "__wrapped__", None) or getattr(forward_func, "wraps_forward", None)
+        seen += 1
+    return False
+
+
+def capped_by_activations(size: int, per_item: int) -> int:
+    """``size`` items, fewer if their activations (``per_item`` bytes each) exceed the budget."""
+    if per_item <= 0:
+        return size
+    return max(1, min(size, activation_budget_bytes() // per_item))
 
 
 def chunk_ranges(total: int, size: int) -> Iterator[tuple[int, int]]:

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .batching import bytes_per_copy, chunk_ranges, chunk_size
+from .batching import (
+    activation_bytes,
+    bytes_per_copy,
+    capped_by_activations,
+    chunk_ranges,
+    chunk_size,
+)
 from .call import Call
 from .errors import ArgumentValueError
 from .inputs import grad_ready, positive_int
@@ -71,6 +77,7 @@ def path_points(
 
 
 def path_chunks(
+    forward_func: Callable,
     call: Call,
     starts: tuple[Tensor, ...],
     alphas: list[float],
@@ -83,11 +90,14 @@ def path_chunks(
     are stacked step-major, with the target and batched arguments expanded
     to match, and are fresh leaves that require grad when ``differentiable``.
     A chunk holds ``internal_batch_size // batch`` steps (at least one) when
-    given, else as many as fit the memory budget.
+    given, else as many as fit the memory budgets: of inputs, and of the
+    activations a probe forward of ``forward_func`` shows a step costs.
     """
     size = chunk_size(
         len(alphas), bytes_per_copy(call.inputs), examples=internal_batch_size, batch=call.batch
     )
+    if internal_batch_size is None and size > 1:
+        size = capped_by_activations(size, activation_bytes(forward_func, call.inputs, call.args, grad=True))
     for lo, hi in chunk_ranges(len(alphas), size):
         points = path_points(starts, call.inputs, alphas[lo:hi])
         if differentiable:
@@ -118,7 +128,7 @@ def integrate_path_gradients(
         (tensor([[1., 2.]]),)
     """
     totals = [torch.zeros_like(e) for e in call.inputs]
-    for lo, hi, points in path_chunks(call, starts, alphas, internal_batch_size):
+    for lo, hi, points in path_chunks(forward_func, call, starts, alphas, internal_batch_size):
         k = hi - lo
         grads = points.gradients(forward_func)
         for total, g in zip(totals, grads):
@@ -146,7 +156,7 @@ def site_path_evaluations(
     ``values`` are the layer's values at the points, ``grads`` the gradients
     of the targeted output with respect to them.
     """
-    for lo, hi, points in path_chunks(call, starts, alphas, internal_batch_size, differentiable=False):
+    for lo, hi, points in path_chunks(forward_func, call, starts, alphas, internal_batch_size, differentiable=False):
         k = hi - lo
         (record,) = site_gradients(forward_func, [layer], points, use_input, grad_kwargs)
         yield lo, hi, _by_step(record.grads, k), _by_step(record.values, k)

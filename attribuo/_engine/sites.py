@@ -278,4 +278,5 @@ def site_function(
         with replacing_all(layers, per_layer, use_input):
             return forward_func(*tiled.inputs, *tiled.args)
 
+    g.wraps_forward = forward_func  # type: ignore[attr-defined]  # what the model is (batching probes)
     return g

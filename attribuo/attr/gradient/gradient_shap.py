@@ -19,7 +19,13 @@ import torch
 from torch import Tensor
 
 from ..._engine.baselines import full_baselines
-from ..._engine.batching import bytes_per_copy, chunk_ranges, chunk_size
+from ..._engine.batching import (
+    activation_bytes,
+    bytes_per_copy,
+    capped_by_activations,
+    chunk_ranges,
+    chunk_size,
+)
 from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError
 from ..._engine.inputs import as_tuple, is_tuple, positive_int
@@ -132,6 +138,7 @@ def gradient_shap(
 
 
 def random_point_gradients(
+    forward_func: Callable,
     gradients: Callable[[Call], tuple[Tensor, ...]],
     call: Call,
     starts: tuple[Tensor, ...],
@@ -143,11 +150,15 @@ def random_point_gradients(
     with ``numpy.random.uniform`` (as Captum does); ``points`` is ``call`` on
     a chunk of the examples with their points as (grad-ready) inputs.
     ``gradients`` may differentiate w.r.t. the points (the default use) or
-    anything else with one row per example, such as a layer.
+    anything else with one row per example, such as a layer; chunks of
+    examples fit the budgets of inputs and of ``forward_func``'s activations.
     """
     xs, n = call.inputs, call.batch
     alpha = torch.as_tensor(np.random.uniform(0.0, 1.0, n), dtype=xs[0].dtype, device=xs[0].device)
     size = chunk_size(n, bytes_per_copy(xs) // max(n, 1), examples=internal_batch_size)
+    if internal_batch_size is None and size > 1:
+        per_example = activation_bytes(forward_func, xs, call.args, grad=True) // max(n, 1)
+        size = capped_by_activations(size, per_example)
     if size >= n:  # one chunk (the usual case): no slicing, no concatenation
         return tuple(gradients(call.with_inputs(_points(alpha, xs, starts))))
     grads: list[list[Tensor]] = []
@@ -196,7 +207,9 @@ class InputBaselineXGradient(GradientAttribution):
         call = against_baselines(parse_call(inputs, target, additional_forward_args, floating=True), baselines)
         starts = full_baselines(call.inputs, baselines)
         forward = self.forward_func
-        result = random_point_gradients(lambda points: points.gradients(forward), call, starts, internal_batch_size)
+        result = random_point_gradients(
+            forward, lambda points: points.gradients(forward), call, starts, internal_batch_size
+        )
         if self.multiplies_by_inputs:
             result = tuple((x - b).mul_(g) for x, b, g in zip(call.inputs, starts, result))
         return self._with_delta(call.result(result), result, starts, call, return_convergence_delta)

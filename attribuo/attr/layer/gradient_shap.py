@@ -99,7 +99,7 @@ class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, Gradient
             (record,) = site_gradients(self.forward_func, [layer], points, use_input, grad_kwargs)
             return record.grads
 
-        attrs = random_point_gradients(layer_gradients, call, starts, internal_batch_size)
+        attrs = random_point_gradients(self.forward_func, layer_gradients, call, starts, internal_batch_size)
         if self.multiplies_by_inputs:
             (ends,) = layer_values_at(self.forward_func, [layer], call, use_input)
             (begins,) = layer_values_at(self.forward_func, [layer], call.with_inputs(starts), use_input)

@@ -79,5 +79,44 @@ def test_budget_chunked_result_equals_one_unchunked_run(method, monkeypatch):
     monkeypatch.setenv("ATTRIBUO_MEMORY_BUDGET_MB", str(5 * x.numel() * 8 / 2**20))
     model.forwards = 0
     chunked = ig.attribute(x, target=[0, 2], n_steps=60, method=method)
-    assert model.forwards == 12
+    assert model.forwards == 1 + 12  # a probe forward measures the activations, then 12 chunks
     torch.testing.assert_close(chunked, unchunked, rtol=1e-12, atol=1e-14)
+
+
+class _Wide(nn.Module):
+    """Activations 64 times the input: the input budget alone would put every step in one chunk."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(16, 1024), nn.Linear(1024, 2)
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return self.down(torch.tanh(self.up(x)))
+
+
+def test_chunks_are_capped_by_the_activations_of_a_probe_forward(monkeypatch):
+    from attribuo._engine.batching import activation_bytes
+
+    torch.manual_seed(0)
+    model, x = _Wide().double(), torch.rand(4, 16, dtype=torch.float64)
+    per_step = activation_bytes(model, (x,), (), grad=True)
+    assert per_step >= 2 * 4 * 1024 * 8  # at least the two [4, 1024] float64 activations
+    model.forwards = 0
+    unchunked = IntegratedGradients(model).attribute(x, target=1, n_steps=40, internal_batch_size=160)
+    assert model.forwards == 1
+    # activations of 8 steps fit the budget; the inputs of all 40 fit theirs
+    monkeypatch.setenv("ATTRIBUO_ACTIVATION_BUDGET_MB", str(8.5 * per_step / 2**20))
+    model.forwards = 0
+    capped = IntegratedGradients(model).attribute(x, target=1, n_steps=40)
+    assert model.forwards == 1 + 5  # the probe, then 5 chunks of 8 steps
+    torch.testing.assert_close(capped, unchunked, rtol=1e-12, atol=1e-14)
+
+
+def test_a_users_own_function_is_never_probed():
+    from attribuo._engine.batching import activation_bytes
+
+    calls = []
+    assert activation_bytes(lambda t: calls.append(t) or t.sum(1), (torch.ones(2, 3),), (), grad=True) == 0
+    assert calls == []  # no extra call of a function that may have side effects
