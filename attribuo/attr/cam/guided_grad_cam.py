@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..._engine.errors import ArgumentValueError
 from ..._engine.inputs import as_tuple, is_tuple, restore_form
-from ..base import GradientAttribution, LayerAttribution, check_interpolate_mode
+from ..base import GradientAttribution, LayerAttribution
 from ..gradient.guided_backprop import GuidedBackprop
 from .gradient_weighted import LayerGradCam
 
@@ -50,7 +50,6 @@ class GuidedGradCam(GradientAttribution):
     ) -> TensorOrTuple:
         """Element-wise product of guided backprop and upsampled GradCAM; form of ``inputs``."""
         xs = as_tuple(inputs)
-        check_interpolate_mode(interpolate_mode)  # a bad name is an error, not a skipped input
         cam = self.grad_cam.attribute(
             xs, target, additional_forward_args, attribute_to_layer_input, relu_attributions=True
         )
