@@ -27,6 +27,7 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attribuo.attr._core.lime", "attribuo.attr.perturbation.lime"),
     ("attribuo.attr._core.feature_permutation", "attribuo.attr.perturbation.feature_permutation"),
     ("attribuo.attr._core.llm_attr", "attribuo.attr.text.llm_attr"),
+    ("attribuo.attr._core.remote_provider", "attribuo.attr.text.remote"),
     ("attribuo.attr._utils.interpretable_input", "attribuo.attr.text.interpretable_input"),
     # InputRole and the default reducer live in the submodule
     ("attribuo.attr._core.dataloader_attr", "attribuo.attr.perturbation.dataloader_attr"),
@@ -105,7 +106,7 @@ _KNOWN = frozenset(
     attr._utils.lrp_rules attr._utils.visualization attr._models attr._models.base
     attr._utils.input_layer_wrapper attr._utils.stat attr._utils.summarizer
     attr._utils.class_summarizer attr._utils.baselines
-    attr._core.llm_attr attr._utils.interpretable_input
+    attr._core.llm_attr attr._core.remote_provider attr._utils.interpretable_input
     metrics._core metrics._core.infidelity metrics._core.sensitivity
     robust._core robust._core.fgsm robust._core.pgd robust._core.perturbation
     robust._core.metrics robust._core.metrics.attack_comparator

@@ -54,6 +54,14 @@ def _as_values(value: Any, layer: nn.Module, where: str) -> tuple[tuple[Tensor, 
         return (value,), False
     if isinstance(value, (tuple, list)) and all(isinstance(v, Tensor) for v in value):
         return tuple(value), True
+    if isinstance(value, (tuple, list)):
+        bad = [f"{i} ({type(v).__name__})" for i, v in enumerate(value) if not isinstance(v, Tensor)]
+        raise ArgumentTypeError(
+            f"the {where} of layer {type(layer).__name__} is a {type(value).__name__} of "
+            f"{len(value)} with non-tensors at position {', '.join(bad)}; layer attribution needs "
+            "a tensor or a tuple of tensors there (attribute a submodule that returns the tensor "
+            "you want, e.g. the block's first output)"
+        )
     raise ArgumentTypeError(
         f"the {where} of layer {type(layer).__name__} is {type(value).__name__}; layer "
         "attribution needs a tensor or a tuple of tensors there"

@@ -81,9 +81,12 @@ from .text import (
     LLMAttribution,
     LLMAttributionResult,
     LLMGradientAttribution,
+    RemoteLLMAttribution,
+    RemoteLLMProvider,
     TextTemplateInput,
     TextTokenInput,
     TokenReferenceBase,
+    VLLMProvider,
     configure_interpretable_embedding_layer,
     remove_interpretable_embedding_layer,
 )
@@ -187,6 +190,9 @@ __all__ = [
     "LLMAttribution",
     "LLMGradientAttribution",
     "LLMAttributionResult",
+    "RemoteLLMAttribution",
+    "RemoteLLMProvider",
+    "VLLMProvider",
     "DataLoaderAttribution",
     "InputRole",
 ]

@@ -29,7 +29,10 @@ def _wrap_attribute(cls: type) -> None:
         if getattr(cls, "_futures_contract", False):
             fn = _rejecting_futures(fn)
         cls.attribute = outside_inference_mode(fn)
-        if "attribute_future" not in cls.__dict__:  # the same arguments as ``attribute``, as in Captum
+        inherited = getattr(cls, "attribute_future", None)
+        custom = inherited is not None and not getattr(inherited, "_generated", False) \
+            and inherited is not Attribution.attribute_future
+        if not custom:  # the same arguments as ``attribute``, as in Captum
             cls.attribute_future = _future_with_signature(inspect.signature(fn))
 
 
@@ -48,6 +51,7 @@ def _future_with_signature(signature: inspect.Signature) -> Callable:
 
     attribute_future.__signature__ = signature.replace(return_annotation=torch.futures.Future)  # type: ignore[attr-defined]
     attribute_future.__doc__ = Attribution.attribute_future.__doc__
+    attribute_future._generated = True  # type: ignore[attr-defined]
     return attribute_future
 
 

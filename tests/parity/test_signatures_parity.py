@@ -17,8 +17,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 PACKAGES = ("attr", "metrics", "robust", "concept", "influence", "module")
 DOCUMENTED_DEFAULTS = {"perturbations_per_eval"}
 # not built yet (the LLM issue brings them)
-NOT_YET = {"attr.RemoteLLMAttribution", "attr.RemoteLLMProvider", "attr.VLLMProvider",
-           "attr.ImageMaskInput.plot_mask_overlay", "attr.LLMAttributionResult.plot_image_heatmap"}
+NOT_YET: set[str] = set()
 EMPTY = inspect.Parameter.empty
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 

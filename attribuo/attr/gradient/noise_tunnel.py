@@ -67,14 +67,17 @@ def noisy_samples(
     """``samples`` noisy copies of each example, example-major, Gaussian noise of ``stdevs``."""
     out = []
     for i, (x, std) in enumerate(zip(inputs, stdevs)):
-        if not x.is_floating_point():
+        if not x.is_floating_point() and std != 0:
             raise ArgumentTypeError(
-                f"`inputs[{i}]` has dtype {x.dtype}; NoiseTunnel adds Gaussian noise, "
-                "so inputs must be floating point"
+                f"`inputs[{i}]` has dtype {x.dtype}; NoiseTunnel adds Gaussian noise of stdev {std}, "
+                "so inputs must be floating point (or stdevs 0, e.g. token ids under a layer method)"
             )
         n = x.shape[0]
         # Drawn in the default dtype as Captum does, so a seed gives the same noise.
         noise = torch.randn((n * samples,) + tuple(x.shape[1:]), device=x.device).mul_(std)
+        if not x.is_floating_point():  # no noise to add; the draw above keeps seeds in step
+            out.append(x.repeat_interleave(samples, dim=0))
+            continue
         noise = noise.to(x.dtype)
         # noise + x broadcast over the samples: the same sums as repeating x first.
         noise.view((n, samples) + tuple(x.shape[1:])).add_(x.detach().unsqueeze(1))

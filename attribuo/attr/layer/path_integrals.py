@@ -7,10 +7,11 @@ classes (result forms, lists of layers, reused layers).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..._engine.baselines import full_baselines
 from ..._engine.call import Call, parse_call
@@ -203,6 +204,9 @@ class LayerIntegratedGradients(MultipliesByInputs, _CompletePathMethod):
         layer_starts = tuple(v for values in begins for v in values)
         require_floating(layer_ends, "layer values")
         replaced = site_function(self.forward_func, layers, call, use_input, counts)
+        opted_in = bool(grad_kwargs and (grad_kwargs.get("materialize_grads") or grad_kwargs.get("allow_unused")))
+        if len(layers) > 1 and not opted_in:  # as in Captum, materialize_grads=True accepts zeros
+            check_layers_reach_output(replaced, call, layer_ends, layers, counts)
         alphas, weights = path_weights(method, n_steps)
         attrs = integrate_path_gradients(
             replaced, call.with_inputs(layer_ends, args=()), layer_starts, alphas, weights,
@@ -213,6 +217,28 @@ class LayerIntegratedGradients(MultipliesByInputs, _CompletePathMethod):
         bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
         result = per_layer(self.layer, [layer_form(attrs[a:b]) for a, b in zip(bounds, bounds[1:])])
         return result, attrs
+
+
+def check_layers_reach_output(
+    replaced: Callable, call: Any, layer_ends: tuple[Tensor, ...], layers: list[nn.Module], counts: list[int],
+) -> None:
+    """Raise when a listed layer reaches the output only through another listed layer.
+
+    All listed layers are replaced at once, so such a layer would get
+    gradient zero: a silent wrong answer. One forward and backward at the inputs tells.
+    """
+    probe = tuple(v.detach().requires_grad_() for v in layer_ends)
+    with torch.enable_grad():
+        out = call.with_inputs(probe, args=()).forward(replaced)
+        grads = torch.autograd.grad(out.sum(), probe, allow_unused=True)
+    owners = [i for i, n in enumerate(counts) for _ in range(n)]
+    cut = sorted({owners[k] for k, g in enumerate(grads) if g is None})
+    if cut:
+        names = ", ".join(f"layer[{i}] ({type(layers[i]).__name__})" for i in cut)
+        raise ArgumentValueError(
+            f"{names} reaches the output only through another listed layer; all listed layers are "
+            "replaced together, so its attributions would be zero. Attribute it in a separate call."
+        )
 
 
 _NEUTRAL_GRAD_KWARGS = {"retain_graph", "allow_unused", "materialize_grads"}

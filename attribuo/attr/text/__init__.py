@@ -12,8 +12,11 @@ from .interpretable_input import (
     TextTemplateInput,
     TextTokenInput,
 )
-from .llm_attr import LLMAttribution, LLMGradientAttribution
+from .llm_attr import LLMAttribution
+from .llm_gradient import LLMGradientAttribution
 from .llm_result import LLMAttributionResult
+from .remote import RemoteLLMAttribution, RemoteLLMProvider, VLLMProvider
+from .scoring import TargetScorer
 
 __all__ = [
     "ImageMaskInput",
@@ -22,6 +25,10 @@ __all__ = [
     "LLMAttribution",
     "LLMAttributionResult",
     "LLMGradientAttribution",
+    "RemoteLLMAttribution",
+    "RemoteLLMProvider",
+    "TargetScorer",
+    "VLLMProvider",
     "TextTemplateInput",
     "TextTokenInput",
     "TokenReferenceBase",

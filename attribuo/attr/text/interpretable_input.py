@@ -359,6 +359,23 @@ class ImageMaskInput(InterpretableInput):
                 pixels[region.bool().cpu().numpy()] = self.baseline
         return self.processor_fn(PIL.Image.fromarray(pixels.astype("uint8")))
 
+    def plot_mask_overlay(
+        self, show: bool = False, border_width: int = 0, show_legends: bool = True
+    ) -> tuple[Any, Any] | None:
+        """The image with each segment tinted in a random colour, outlined and labelled by its id.
+
+        Drawn by :func:`attribuo.attr.visualization.visualize_mask_overlay`;
+        ``(fig, ax)`` unless ``show``.
+        """
+        import numpy as np
+
+        from ..visualization import visualize_mask_overlay
+
+        masks = [m.cpu().numpy().astype(bool) for m in self.get_mask_list()]
+        return visualize_mask_overlay(
+            np.array(self.image), masks, [str(mid) for mid in self.mask_id_to_idx], show, border_width, show_legends
+        )
+
     def format_pixel_attr(self, itp_attr: Tensor) -> Tensor:
         """Attributions per pixel, ``[*out, height, width]`` (overlapping features add up)."""
         masks = torch.stack([m.bool() for m in self.get_mask_list()]).to(itp_attr.device)

@@ -27,12 +27,19 @@ from .common import (  # noqa: F401
     _prepare_image,
 )
 from .image import visualize_image_attr, visualize_image_attr_multiple
+from .masks import (
+    draw_mask_border,
+    draw_mask_legend,
+    visualize_mask_overlay,
+    visualize_segment_heatmap,
+)
 from .text import (
     VisualizationDataRecord,
     format_classname,
     format_special_tokens,
     format_tooltip,
     format_word_importances,
+    token_attr_html,
     visualize_text,
 )
 from .timeseries import visualize_timeseries_attr
@@ -53,4 +60,9 @@ __all__ = [
     "visualize_text",
     "visualize_timeseries_attr",
     "visualize_token_attr",
+    "token_attr_html",
+    "draw_mask_border",
+    "draw_mask_legend",
+    "visualize_mask_overlay",
+    "visualize_segment_heatmap",
 ]

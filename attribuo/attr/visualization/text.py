@@ -192,3 +192,69 @@ def visualize_text(
         display(shown)
         return shown
     return markup
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    bound = float(np.abs(values).max()) if values.size else 0.0
+    return values / bound if bound > 0 else values
+
+
+def token_attr_html(
+    seq_attr: Any,
+    input_tokens: Sequence[str],
+    output_tokens: Sequence[str],
+    token_attr: Any = None,
+    output_probs: Any = None,
+    title: str = "LLM attribution",
+) -> str:
+    """A self-contained HTML page of an LLM attribution (no IPython, no JavaScript).
+
+    The prompt's tokens coloured by their attribution to the whole response,
+    then (with ``token_attr``) a table with a row per response token and a
+    cell per prompt token. Colours are scaled to the largest magnitude; the
+    exact values show as tooltips. Every token is HTML-escaped.
+
+    Example:
+        >>> page = token_attr_html([0.5, -1.0], ["<s>", "a"], ["x"], [[0.5, -1.0]])
+        >>> "&lt;s&gt;" in page and "<s>" not in page
+        True
+    """
+
+    def as_array(values: Any, dims: int) -> np.ndarray:
+        data = values.detach().cpu().double().numpy() if hasattr(values, "detach") else np.asarray(values, float)
+        if data.ndim != dims:
+            raise ArgumentValueError(f"expected a {dims}-D array of attributions, got shape {data.shape}")
+        return data
+
+    def cell(token: str, value: float, scaled: float) -> str:
+        return (
+            f'<td title="{value:.6g}" style="background-color: {_get_color(scaled)}; padding: 2px 6px; '
+            f'text-align: center">{_escape(token)}</td>'
+        )
+
+    seq = as_array(seq_attr, 1)
+    parts = [
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">',
+        f"<title>{_escape(title)}</title>",
+        "<style>body{font-family:sans-serif} table{border-collapse:collapse} "
+        "td,th{border:1px solid #ddd} th{padding:2px 6px;text-align:right;font-weight:normal}</style>",
+        f"</head><body>\n<h3>{_escape(title)}</h3>",
+        "<p><b>Response:</b> " + _escape(" ".join(output_tokens)) + "</p>",
+        "<p><b>Attribution of the whole response to each prompt token</b></p><table><tr>",
+        "".join(cell(t, v, s) for t, v, s in zip(input_tokens, seq, _scaled(seq))),
+        "</tr></table>",
+    ]
+    if token_attr is not None:
+        grid = as_array(token_attr, 2)
+        scaled = _scaled(grid)
+        probs = None if output_probs is None else as_array(output_probs, 1)
+        parts.append("<p><b>Per response token</b></p><table><tr><th></th>")
+        parts.append("".join(f"<th>{_escape(t)}</th>" for t in input_tokens))
+        parts.append("<th>p</th></tr>" if probs is not None else "</tr>")
+        for i, token in enumerate(output_tokens):
+            row = "".join(cell(f"{grid[i, j]:.3g}", grid[i, j], scaled[i, j]) for j in range(grid.shape[1]))
+            prob = f"<td>{probs[i]:.3f}</td>" if probs is not None else ""
+            parts.append(f"<tr><th>{_escape(token)}</th>{row}{prob}</tr>")
+        parts.append("</table>")
+    parts.append(_legend() + "\n</body></html>\n")
+    return "".join(parts)

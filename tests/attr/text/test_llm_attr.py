@@ -297,3 +297,18 @@ def test_no_leftover_state(make):
         make(lm).attribute(inp, torch.tensor([500]))  # a token id outside the vocabulary
     assert _snapshot(lm) == before
     assert_close(inp.inp_tensor, torch.tensor([[SOS, 97, 98]]))
+
+
+class _CausalSumLM(SumLM):
+    is_causal_lm = True  # scored by teacher forcing; no output layer to read hidden states through
+
+
+@pytest.mark.parametrize("method", [LayerIntegratedGradients, LayerGradientXActivation])
+def test_gradient_rows_of_a_causal_model_without_output_layer_equal_the_loop(method):
+    lm = _CausalSumLM(seed=3)
+    inp = TextTokenInput("a b c d", TOK, skip_tokens=[SOS])
+    kwargs = {"n_steps": 10} if method is LayerIntegratedGradients else {}
+    batched = LLMGradientAttribution(method(lm, lm.emb), TOK).attribute(inp, "m n o", **kwargs)
+    plain = SumLM(seed=3)
+    looped = LLMGradientAttribution(method(plain, plain.emb), TOK).attribute(inp, "m n o", **kwargs)
+    assert_close(batched.token_attr, looped.token_attr)
