@@ -157,7 +157,8 @@ def random_point_gradients(
     alpha = torch.as_tensor(np.random.uniform(0.0, 1.0, n), dtype=xs[0].dtype, device=xs[0].device)
     size = chunk_size(n, bytes_per_copy(xs) // max(n, 1), examples=internal_batch_size)
     if internal_batch_size is None and size > 1:
-        per_example = activation_bytes(forward_func, xs, call.args, grad=True) // max(n, 1)
+        one = call.take(0, 1)  # a one-example probe: the full batch would cost a whole extra forward
+        per_example = activation_bytes(forward_func, one.inputs, one.args, grad=True)
         size = capped_by_activations(size, per_example)
     if size >= n:  # one chunk (the usual case): no slicing, no concatenation
         return tuple(gradients(call.with_inputs(_points(alpha, xs, starts))))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,7 +33,14 @@ from torch import Tensor, nn
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 
 # perturbed prompts are scored many per model call, up to this many tokens per call
+# (cached prefix tokens count too: they occupy the key/value cache of every row)
 MAX_BATCH_TOKENS = 8192
+
+
+def batch_tokens() -> int:
+    """The token budget of one scoring call: ``$ATTRIBUO_LLM_BATCH_TOKENS`` or :data:`MAX_BATCH_TOKENS`."""
+    value = os.environ.get("ATTRIBUO_LLM_BATCH_TOKENS", "")
+    return int(value) if value.strip().isdigit() and int(value) > 0 else MAX_BATCH_TOKENS
 # a shared prefix shorter than this is recomputed rather than cached
 MIN_SHARED_PREFIX = 8
 # what one extra model call costs, in tokens run, when splitting prompts by shared prefix
@@ -120,12 +128,14 @@ def split_by_prefix(prefix: list[int], lengths: list[int], t: int) -> list[tuple
     Rows are sorted by their shared prefix; a batch of consecutive rows
     reuses the smallest prefix among them and pads the rest to its longest
     suffix. A dynamic program picks the split minimising tokens run plus
-    :data:`CALL_COST_TOKENS` per batch, within :data:`MAX_BATCH_TOKENS`.
+    :data:`CALL_COST_TOKENS` per batch, within :func:`batch_tokens` (counting
+    the cached prefix, which every row's key/value cache holds).
     """
     order = sorted(range(len(prefix)), key=lambda i: prefix[i])
     p = np.array([prefix[i] for i in order], dtype=np.int64)
     n_tok = np.array([lengths[i] for i in order], dtype=np.int64)
     n = len(order)
+    budget = batch_tokens()
     best = np.zeros(n + 1)
     start = np.zeros(n + 1, dtype=np.int64)
     for j in range(1, n + 1):
@@ -134,7 +144,7 @@ def split_by_prefix(prefix: list[int], lengths: list[int], t: int) -> list[tuple
         width = longest - p[:j] + t
         count = j - np.arange(j)
         cost = best[:j] + count * width + CALL_COST_TOKENS
-        cost[count * width > MAX_BATCH_TOKENS] = np.inf
+        cost[count * (longest + t) > budget] = np.inf
         cost[j - 1] = min(cost[j - 1], best[j - 1] + width[j - 1] + CALL_COST_TOKENS)  # one row always fits
         start[j] = int(np.argmin(cost))
         best[j] = cost[start[j]]
@@ -181,6 +191,8 @@ class TargetScorer:
         forward = model.forward if isinstance(model, nn.Module) else model
         names, any_keyword = _parameters(forward)
         self._keywords = None if any_keyword else names
+        # a forward that builds a key/value cache by default is told not to when nothing reuses it
+        self._no_cache = {"use_cache": False} if "use_cache" in names else {}
         # transformers 5 renamed ``past_key_values`` to ``cache``
         self._cache_arg = next((a for a in ("cache", "past_key_values") if a in names), None)
         self._keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in names), None)
@@ -268,7 +280,7 @@ class TargetScorer:
         t = target.numel()
         combined = torch.cat([ids, target[:-1].to(ids.device).expand(ids.shape[0], -1)], dim=1)
         self._check_length(combined.shape[1])
-        kwargs: dict[str, Any] = {"input_ids": combined}
+        kwargs: dict[str, Any] = {"input_ids": combined, **self._no_cache}
         if self._keep_arg is not None:
             kwargs[self._keep_arg] = t
         logits = self.call(**kwargs)[:, -t:]
@@ -291,7 +303,7 @@ class TargetScorer:
         n = ids.shape[1]
         combined = torch.cat([ids, target[:-1].to(ids.device).expand(ids.shape[0], -1)], dim=1)
         self._check_length(combined.shape[1])
-        kwargs: dict[str, Any] = {"input_ids": combined, "output_hidden_states": True}
+        kwargs: dict[str, Any] = {"input_ids": combined, "output_hidden_states": True, **self._no_cache}
         if self._keep_arg is not None:
             kwargs[self._keep_arg] = 1
         hidden = self.model(**kwargs).hidden_states[-1]
@@ -342,7 +354,7 @@ class TargetScorer:
         batches = []
         for group in by_length.values():
             longest = max(lengths[i] for i in group) + t
-            step = max(1, MAX_BATCH_TOKENS // max(longest, 1))
+            step = max(1, batch_tokens() // max(longest, 1))
             batches += [(group[s : s + step], 0) for s in range(0, len(group), step)]
         return batches
 
@@ -391,6 +403,7 @@ class TargetScorer:
             kwargs["attention_mask"] = mask
         if ragged:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs.update(self._no_cache)
         offset = self._keep(kwargs, t)
         return self._gather(self.call(**kwargs), start - offset, target)
 

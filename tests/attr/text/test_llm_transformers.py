@@ -47,8 +47,10 @@ def model(request):
 
 
 # ------------------------------------------------------------------ the scorer itself
+@pytest.mark.parametrize("budget", ["", "40"])  # the default, and a budget that splits every batch
 @pytest.mark.parametrize("reuse_prefix", [True, False])
-def test_scores_of_ragged_batches_equal_plain_forwards(model, reuse_prefix):
+def test_scores_of_ragged_batches_equal_plain_forwards(model, reuse_prefix, budget, monkeypatch):
+    monkeypatch.setenv("ATTRIBUO_LLM_BATCH_TOKENS", budget)
     target = ids_of(TARGET, special=False)
     reference = ids_of(PROMPT)
     torch.manual_seed(1)
@@ -187,3 +189,15 @@ def test_integrated_gradients_complete_per_token(model):
         logits = model(inputs_embeds=embeds).logits[0, ids.numel() - 1 :]
     base = logits.log_softmax(-1).gather(1, target[:, None])[:, 0]
     assert_close(res.token_attr.sum(1), full - base, atol=5e-3, rtol=0)
+
+
+def test_two_threads_explain_with_one_model(model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    llm = LLMAttribution(FeatureAblation(model), TOK)
+    prompts = [TextTemplateInput(*TEMPLATE), TextTokenInput(PROMPT, TOK)]
+    serial = [llm.attribute(p, TARGET).token_attr for p in prompts]
+    with ThreadPoolExecutor(2) as pool:
+        parallel = list(pool.map(lambda p: llm.attribute(p, TARGET).token_attr, prompts * 2))
+    for got, expected in zip(parallel, serial * 2):
+        assert_close(got, expected, atol=1e-6, rtol=0)
