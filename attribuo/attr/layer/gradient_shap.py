@@ -93,15 +93,11 @@ class LayerInputBaselineXGradient(MultipliesByInputs, LayerAttribution, Gradient
         """Attributions at random points, the layer's shape; optionally with deltas."""
         layer = single_layer(self.layer, type(self))
         use_input = self._use_input if attribute_to_layer_input is None else attribute_to_layer_input
+        call = parse_call(inputs, target, additional_forward_args)
         # integer inputs (e.g. an LLM prompt's presence tensor) are interpolated as floats, as in Captum
-        if isinstance(inputs, Tensor) and not inputs.is_floating_point():
-            inputs = inputs.to(torch.get_default_dtype())
-        elif isinstance(inputs, tuple):
-            inputs = tuple(
-                x.to(torch.get_default_dtype()) if isinstance(x, Tensor) and not x.is_floating_point() else x
-                for x in inputs
-            )
-        call = against_baselines(parse_call(inputs, target, additional_forward_args, floating=True), baselines)
+        call = against_baselines(call.with_inputs(tuple(
+            x if x.is_floating_point() or x.is_complex() else x.to(torch.get_default_dtype()) for x in call.inputs
+        )), baselines)
         starts = full_baselines(call.inputs, baselines)
 
         def layer_gradients(points: Call) -> tuple[Tensor, ...]:

@@ -371,10 +371,11 @@ class ImageMaskInput(InterpretableInput):
 
         from ..visualization import visualize_mask_overlay
 
-        masks = [m.cpu().numpy().astype(bool) for m in self.get_mask_list()]
-        return visualize_mask_overlay(
-            np.array(self.image), masks, [str(mid) for mid in self.mask_id_to_idx], show, border_width, show_legends
-        )
+        return visualize_mask_overlay(np.array(self.image), *self._masks_for_plot(), show, border_width, show_legends)
+
+    def _masks_for_plot(self) -> tuple[list[Any], list[str]]:
+        """The features' masks as boolean numpy arrays, and their labels (the mask ids)."""
+        return [m.cpu().numpy().astype(bool) for m in self.get_mask_list()], [str(m) for m in self.mask_id_to_idx]
 
     def format_pixel_attr(self, itp_attr: Tensor) -> Tensor:
         """Attributions per pixel, ``[*out, height, width]`` (overlapping features add up)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from copy import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -103,10 +103,6 @@ class BaseLLMAttribution(Attribution):
         if not isinstance(pad, int):
             pad = getattr(self.tokenizer, "eos_token_id", None)
         return TargetScorer(self.model, pad if isinstance(pad, int) else 0, reuse_prefix)
-
-    def _call(self, **kwargs: Any) -> Tensor:
-        """Logits of the model for ``input_ids`` and whichever other keywords it takes."""
-        return TargetScorer(self.model).call(**kwargs)
 
     def _encode_target(self, target: Any, skip_tokens: list[int] | list[str] | None, name: str) -> Tensor:
         """Token ids of a response given as text or ids.
@@ -195,12 +191,17 @@ class BaseLLMAttribution(Attribution):
 
 @dataclass
 class _Scoring:
-    """One attribute call's scoring state: the scorer, the unperturbed prompt, a foil."""
+    """One attribute call's scoring state: the scorer, the unperturbed prompt, a foil.
 
-    scorer: TargetScorer
+    ``answers`` keeps scores already obtained by (prompt, response), for
+    scorers where a repeated prompt costs a request (a remote provider).
+    """
+
+    scorer: TargetScorer | None
     reference: Tensor | None
     foil: Tensor | None = None
     per_token: bool = True
+    answers: dict[tuple[str, tuple[int, ...]], Tensor] = field(default_factory=dict)
 
 
 class LLMAttribution(BaseLLMAttribution):
@@ -368,7 +369,7 @@ class LLMAttribution(BaseLLMAttribution):
             trial = method.attribute(inp.to_tensor().to(self.device), **kwargs).reshape(shape)
             total = trial if total is None else total + trial
         attr = inp.format_attr(total / num_trials)  # type: ignore[operator]
-        steps = self._step_scores(model_inp, target_tokens, scoring.scorer, forward_in_tokens)
+        steps = self._step_scores(model_inp, target_tokens, scoring, forward_in_tokens)
         return LLMAttributionResult(
             seq_attr=attr[0],
             token_attr=attr[1:] if per_token else None,
@@ -381,10 +382,10 @@ class LLMAttribution(BaseLLMAttribution):
         )
 
     def _step_scores(
-        self, model_inp: dict[str, Any], target: Tensor, scorer: TargetScorer, forward_in_tokens: bool,
+        self, model_inp: dict[str, Any], target: Tensor, scoring: _Scoring, forward_in_tokens: bool,
     ) -> dict[str, Tensor]:
         """Per response token, under the unperturbed prompt: probability, log probability, entropy."""
-        log_probs = scorer.log_probs(model_inp, target.to(self.device), by_tokens=forward_in_tokens)
+        log_probs = scoring.scorer.log_probs(model_inp, target.to(self.device), by_tokens=forward_in_tokens)
         chosen = log_probs.gather(1, target.to(log_probs.device)[:, None])[:, 0]
         entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(-1)
         return {"prob": chosen.exp(), "log_prob": chosen, "entropy": entropy}

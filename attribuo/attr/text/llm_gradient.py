@@ -40,7 +40,7 @@ class _ResponseLogProbs(nn.Module):
     def forward(self, perturbed_tensor: Tensor, rows: Tensor | None = None) -> Tensor:
         ids = self.owner[0]._format_model_input(self.inp.to_model_input(perturbed_tensor))["input_ids"]
         if rows is not None:
-            return self.scorer.row_log_probs(ids, self.target.to(ids.device), rows)  # type: ignore[return-value]
+            return self.scorer.row_log_probs(ids, self.target.to(ids.device), rows)
         return self.scorer.teacher_forced(ids, self.target.to(ids.device))
 
 
@@ -120,14 +120,14 @@ class LLMGradientAttribution(BaseLLMAttribution):
         target_tokens = self._get_target_tokens(inp, target, gen_args, skip_tokens).to(self.device)
         x = inp.to_tensor().to(self.device)
         scorer = self._scorer()
-        n_prompt = self._format_model_input(inp.to_model_input())["input_ids"].shape[1]
+        prompt_ids = self._format_model_input(inp.to_model_input())["input_ids"]
+        n_prompt = prompt_ids.shape[1]
         t = len(target_tokens)
         if scorer.causal and not isinstance(self.attr_method, LayerGradientShap):
             method = copy(self.attr_method)
             method.forward_func = _ResponseLogProbs(self, inp, target_tokens, scorer)
             rows = x.expand(t, *x.shape[1:])
             index = torch.arange(t, device=x.device)
-            prompt_ids = self._format_model_input(inp.to_model_input())["input_ids"]
             if scorer.output_head(prompt_ids, target_tokens) is not None:
                 attr = method.attribute(rows, additional_forward_args=(index,), **kwargs)
             else:

@@ -194,10 +194,9 @@ class LLMAttributionResult:
         from ..visualization import visualize_segment_heatmap
 
         pixel_attr = inp.format_pixel_attr(attr.unsqueeze(0))[0].detach().cpu().double().numpy()
-        masks = [m.cpu().numpy().astype(bool) for m in inp.get_mask_list()]
         return visualize_segment_heatmap(
-            np.array(inp.image), pixel_attr, attr.detach().cpu().double().numpy(), masks,
-            [str(mid) for mid in inp.mask_id_to_idx], show, border_width, show_legends,
+            np.array(inp.image), pixel_attr, attr.detach().cpu().double().numpy(), *inp._masks_for_plot(),
+            show, border_width, show_legends,
         )
 
     # ------------------------------------------------------------------ words and spans

@@ -217,15 +217,25 @@ class RemoteLLMAttribution(LLMAttribution):
     def _scorer(self, reuse_prefix: bool = True) -> Any:
         return None  # the provider scores
 
-    def _step_scores(self, model_inp: Any, target: Tensor, scorer: Any, forward_in_tokens: bool) -> dict[str, Tensor]:
-        log_probs = self._provider_log_probs([self._format_remote_model_input(model_inp)], target)[0]
+    def _step_scores(self, model_inp: Any, target: Tensor, scoring: _Scoring, forward_in_tokens: bool
+                     ) -> dict[str, Tensor]:
+        # the unperturbed prompt was scored already (the methods start from it): no new request
+        log_probs = self._provider_log_probs([self._format_remote_model_input(model_inp)], target, scoring.answers)[0]
         return {"prob": log_probs.exp(), "log_prob": log_probs}
 
     def _format_model_input(self, model_input: Any) -> Any:
         return model_input  # texts go to the provider as they are
 
-    def _provider_log_probs(self, prompts: list[str], target_tokens: Tensor) -> Tensor:
-        """``[n, T]`` log probabilities from the provider, requests run concurrently."""
+    def _provider_log_probs(
+        self, prompts: list[str], target_tokens: Tensor, answers: dict | None = None
+    ) -> Tensor:
+        """``[n, T]`` log probabilities from the provider, requests run concurrently.
+
+        Prompts found in ``answers`` (and repeats within ``prompts``) are
+        not requested again; new answers are added to it.
+        """
+        answers = {} if answers is None else answers
+        key = tuple(int(t) for t in target_tokens.reshape(-1).tolist())
         target_str = self.tokenizer.decode(target_tokens)
 
         def one(prompt: str) -> list[float]:
@@ -237,12 +247,15 @@ class RemoteLLMAttribution(LLMAttribution):
                 )
             return [float(v) for v in values]
 
-        if len(prompts) == 1 or self.max_concurrency == 1:
-            rows = [one(p) for p in prompts]
+        missing = list(dict.fromkeys(p for p in prompts if (p, key) not in answers))
+        if len(missing) <= 1 or self.max_concurrency == 1:
+            rows = [one(p) for p in missing]
         else:
-            with ThreadPoolExecutor(min(self.max_concurrency, len(prompts))) as pool:
-                rows = list(pool.map(one, prompts))
-        return torch.tensor(rows, dtype=torch.float32, device=self.device)
+            with ThreadPoolExecutor(min(self.max_concurrency, len(missing))) as pool:
+                rows = list(pool.map(one, missing))
+        for prompt, row in zip(missing, rows):
+            answers[prompt, key] = torch.tensor(row, dtype=torch.float32, device=self.device)
+        return torch.stack([answers[p, key] for p in prompts])
 
     def _prompts(self, perturbed_tensor: Tensor, inp: InterpretableInput) -> list[str]:
         return [
@@ -255,7 +268,7 @@ class RemoteLLMAttribution(LLMAttribution):
 
     def _score(self, prompts: list[str], tokens: Tensor, scoring: _Scoring, use_cached_outputs: bool,
                forward_in_tokens: bool) -> Tensor:
-        return self._provider_log_probs(prompts, tokens)
+        return self._provider_log_probs(prompts, tokens, scoring.answers)
 
     # Captum's name for the forward function the wrapped method runs
     _remote_forward_func = LLMAttribution._forward_func

@@ -76,12 +76,6 @@ def _parameters(func: Callable) -> tuple[frozenset[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def accepted_keywords(func: Callable) -> frozenset[str] | None:
-    """The keyword names ``func`` takes; None when it takes any (``**kwargs``) or is opaque."""
-    names, any_keyword = _parameters(func)
-    return None if any_keyword else names
-
-
 def is_causal_lm(model: Any) -> bool:
     """Whether ``model`` is a decoder-only language model whose logits at ``i`` see tokens ``<= i``.
 
@@ -272,44 +266,42 @@ class TargetScorer:
                 logits = torch.stack([self.call(input_ids=combined[:, : n + k])[0, -1] for k in range(t)])
         return _log_softmax(logits)
 
+    def _with_response(self, ids: Tensor, target: Tensor) -> Tensor:
+        """``ids + target[:-1]`` per row (what a causal model reads to predict every target token)."""
+        combined = torch.cat([ids, target[:-1].to(ids.device).expand(ids.shape[0], -1)], dim=1)
+        self._check_length(combined.shape[1])
+        return combined
+
     def teacher_forced(self, ids: Tensor, target: Tensor) -> Tensor:
         """``[k, len(target)]`` log probabilities for rows of prompt ids of one length, with gradients.
 
         One forward of ``ids + target[:-1]``; only for causal models.
         """
         t = target.numel()
-        combined = torch.cat([ids, target[:-1].to(ids.device).expand(ids.shape[0], -1)], dim=1)
-        self._check_length(combined.shape[1])
-        kwargs: dict[str, Any] = {"input_ids": combined, **self._no_cache}
+        kwargs: dict[str, Any] = {"input_ids": self._with_response(ids, target), **self._no_cache}
         if self._keep_arg is not None:
             kwargs[self._keep_arg] = t
-        logits = self.call(**kwargs)[:, -t:]
-        log_probs = _log_softmax(logits)
-        return log_probs.gather(2, target.to(ids.device).expand(ids.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+        return self._gather(self.call(**kwargs)[:, -t:], 1, target)
 
-    def row_log_probs(self, ids: Tensor, target: Tensor, rows: Tensor) -> Tensor | None:
+    def row_log_probs(self, ids: Tensor, target: Tensor, rows: Tensor) -> Tensor:
         """``[k]``: for each row ``i``, ``log p(target[rows[i]] | prompt, target[:rows[i]])``, with gradients.
 
         Like :meth:`teacher_forced` but each row reads only its own
         position: the final hidden states at those positions go through the
         model's output layer, so the vocabulary projection runs once per row
-        instead of once per response token. None when the model's logits are
-        not simply its output layer applied to its last hidden states
-        (checked once on the first rows).
+        instead of once per response token. Only for models whose
+        :meth:`output_head` is not None.
         """
         head = self.output_head(ids, target)
-        if head is None:
-            return None
-        n = ids.shape[1]
-        combined = torch.cat([ids, target[:-1].to(ids.device).expand(ids.shape[0], -1)], dim=1)
-        self._check_length(combined.shape[1])
-        kwargs: dict[str, Any] = {"input_ids": combined, "output_hidden_states": True, **self._no_cache}
+        kwargs: dict[str, Any] = {
+            "input_ids": self._with_response(ids, target), "output_hidden_states": True, **self._no_cache,
+        }
         if self._keep_arg is not None:
             kwargs[self._keep_arg] = 1
         hidden = self.model(**kwargs).hidden_states[-1]
-        picked = hidden[torch.arange(ids.shape[0], device=ids.device), n - 1 + rows.to(ids.device)]
-        log_probs = _log_softmax(head(picked))
-        return log_probs.gather(1, target.to(ids.device)[rows.to(ids.device)][:, None])[:, 0]
+        rows = rows.to(ids.device)
+        picked = hidden[torch.arange(ids.shape[0], device=ids.device), ids.shape[1] - 1 + rows]
+        return _log_softmax(head(picked)).gather(1, target.to(ids.device)[rows][:, None])[:, 0]
 
     def output_head(self, ids: Tensor, target: Tensor) -> Any:
         """The model's output layer when it maps the last hidden states to the logits exactly, else None."""
@@ -320,10 +312,9 @@ class TargetScorer:
         head = get() if callable(get) else None
         if not isinstance(head, nn.Module):
             return None
-        combined = torch.cat([ids[:1], target[:-1].to(ids.device)[None]], dim=1)
         try:
             with torch.no_grad():
-                out = self.model(input_ids=combined, output_hidden_states=True)
+                out = self.model(input_ids=self._with_response(ids[:1], target), output_hidden_states=True)
                 hidden = getattr(out, "hidden_states", None)
                 same = hidden is not None and torch.allclose(
                     head(hidden[-1][:, -1]), logits_of(out)[:, -1], rtol=1e-4, atol=1e-5

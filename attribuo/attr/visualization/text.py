@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..._engine.errors import ArgumentValueError
+from .tokens import _values
 
 try:  # displayed in notebooks when IPython is there, as Captum does
     from IPython.display import HTML, display
@@ -220,19 +221,13 @@ def token_attr_html(
         True
     """
 
-    def as_array(values: Any, dims: int) -> np.ndarray:
-        data = values.detach().cpu().double().numpy() if hasattr(values, "detach") else np.asarray(values, float)
-        if data.ndim != dims:
-            raise ArgumentValueError(f"expected a {dims}-D array of attributions, got shape {data.shape}")
-        return data
-
     def cell(token: str, value: float, scaled: float) -> str:
         return (
             f'<td title="{value:.6g}" style="background-color: {_get_color(scaled)}; padding: 2px 6px; '
             f'text-align: center">{_escape(token)}</td>'
         )
 
-    seq = as_array(seq_attr, 1)
+    seq = _values(seq_attr, "seq_attr", 1)
     parts = [
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">',
         f"<title>{_escape(title)}</title>",
@@ -245,9 +240,9 @@ def token_attr_html(
         "</tr></table>",
     ]
     if token_attr is not None:
-        grid = as_array(token_attr, 2)
+        grid = _values(token_attr, "token_attr", 2)
         scaled = _scaled(grid)
-        probs = None if output_probs is None else as_array(output_probs, 1)
+        probs = None if output_probs is None else _values(output_probs, "output_probs", 1)
         parts.append("<p><b>Per response token</b></p><table><tr><th></th>")
         parts.append("".join(f"<th>{_escape(t)}</th>" for t in input_tokens))
         parts.append("<th>p</th></tr>" if probs is not None else "</tr>")
