@@ -21,6 +21,7 @@ ALLOWED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attr.base", ENGINE),
     *((family, BASE) for family in FAMILIES),
     ("attr.cam", BASE + ("attr.gradient",)),
+    ("attr.attention", BASE + ("attr.relevance",)),  # Chefer's variant weighs maps by AttnLRP relevance
     ("attr.layer", BASE + FAMILIES),
     ("attr.neuron", BASE + FAMILIES + ("attr.layer",)),
     ("attr.text", ("_engine", "attr")),

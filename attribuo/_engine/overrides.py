@@ -13,8 +13,10 @@ function, its positional and keyword arguments.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Mapping
-from functools import wraps
+from contextvars import ContextVar
+from functools import cache, wraps
 from typing import Any
 
 import torch
@@ -40,15 +42,57 @@ class _RuleMode(TorchFunctionMode):
         return rule(func, args, kwargs)
 
 
+_CURRENT: ContextVar[Mapping[Callable, Rule] | None] = ContextVar("attribuo_rules", default=None)
+
+
 def overriding(forward_func: Callable, rules: Mapping[Callable, Rule]) -> Callable:
     """``forward_func`` with each function in ``rules`` replaced while it runs."""
 
     @wraps(forward_func)
     def wrapped(*args, **kwargs):
-        with _RuleMode(rules):
-            return forward_func(*args, **kwargs)
+        token = _CURRENT.set(rules)
+        try:
+            with _RuleMode(rules):
+                return forward_func(*args, **kwargs)
+        finally:
+            _CURRENT.reset(token)
 
     return wrapped
+
+
+def see_inside(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """A rule that runs ``func`` with the current rules applied to the calls it makes.
+
+    A function that is itself overridable (``F.multi_head_attention_forward``,
+    say) is one call to the mode, which does not see the torch calls inside
+    it; this rule lets it see them.
+    """
+    rules = _CURRENT.get()
+    body = _body(func)
+    if rules is None or body is None:
+        return func(*args, **kwargs)
+    with _RuleMode(rules):
+        return body(*args, **kwargs)
+
+
+def _never_overridden(*args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+@cache
+def _body(func: Callable) -> Callable | None:
+    # ``func`` first hands itself to the active mode (``has_torch_function``),
+    # which would see it again and again; its copy here skips that check, so
+    # the mode sees only the calls it makes.
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return None
+    scope = dict(func.__globals__)
+    for name in ("has_torch_function", "has_torch_function_unary", "has_torch_function_variadic"):
+        scope[name] = _never_overridden
+    body = types.FunctionType(code, scope, func.__name__, func.__defaults__, func.__closure__)
+    body.__kwdefaults__ = func.__kwdefaults__
+    return body
 
 
 def relu_rules(backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict:

@@ -8,6 +8,7 @@ the results. Every public class is importable from here, as from
 """
 
 from . import visualization  # numpy only; matplotlib loads when drawing
+from .attention import AttentionFlow, AttentionRelevance, AttentionRollout
 from .base import (
     Attribution,
     GradientAttribution,
@@ -73,7 +74,7 @@ from .perturbation import (
     ShapleyValues,
     ShapleyValueSampling,
 )
-from .relevance import LRP
+from .relevance import LRP, AttnLRP, LayerAttnLRP
 from .text import (
     ImageMaskInput,
     InterpretableEmbeddingBase,
@@ -110,6 +111,9 @@ from .utils import (
 )
 
 __all__ = [
+    "AttentionFlow",
+    "AttentionRelevance",
+    "AttentionRollout",
     "FeatureAblation",
     "FeaturePermutation",
     "Occlusion",
@@ -156,6 +160,8 @@ __all__ = [
     "GradientShap",
     "NoiseTunnel",
     "LRP",
+    "AttnLRP",
+    "LayerAttnLRP",
     "LayerLRP",
     "LayerGradCam",
     "GuidedGradCam",

@@ -58,3 +58,32 @@ def plain_log_probs(model, prompt_ids: torch.Tensor, target_ids: torch.Tensor) -
     with torch.no_grad():
         logits = model(input_ids=full).logits[0, len(prompt_ids) - 1 : -1]
     return logits.log_softmax(-1).gather(1, target_ids[:, None])[:, 0]
+
+
+def bert(seed: int = 0, labels: int = 2, layers: int = 2, width: int = 64):
+    """A BERT sequence classifier over the MiniLM vocabulary (no dropout)."""
+    from transformers import BertConfig, BertForSequenceClassification
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        num_hidden_layers=layers, hidden_size=width, num_attention_heads=4, intermediate_size=2 * width,
+        vocab_size=minilm_tokenizer().vocab_size, num_labels=labels, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def vit(seed: int = 0, labels: int = 3, image_size: int = 32, patch_size: int = 8):
+    """A ViT image classifier on ``image_size`` pixels in ``patch_size`` patches (no dropout)."""
+    from transformers import ViTConfig, ViTForImageClassification
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=image_size, patch_size=patch_size, num_hidden_layers=2, hidden_size=64,
+        num_attention_heads=4, intermediate_size=128, num_labels=labels,
+    )
+    return ViTForImageClassification(config).eval()

@@ -37,6 +37,26 @@ def _neuron(cls, **kwargs):
             {"neuron_selector": (99, 0, 0)})
 
 
+class Attending(torch.nn.Module):
+    """The registry CNN after a self-attention over the rows of its input, for the attention methods."""
+
+    def __init__(self, cnn):
+        super().__init__()
+        self.cnn = cnn
+        torch.manual_seed(1)
+        with torch.inference_mode(False):  # built inside inference mode by some tests
+            self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        rows = x[:, 0]  # 8 tokens of 8 features
+        mixed, _ = self.attention(rows, rows, rows)
+        return self.cnn(x + mixed[:, None])
+
+
+def _attention(cls, **kwargs):
+    return (lambda m: cls(Attending(m)), kwargs, {"position": 99})
+
+
 # name -> (constructor(model), kwargs of a good call, kwargs that make the call raise)
 REGISTRY = {
     "Saliency": _primary(A.Saliency, target=1),
@@ -58,6 +78,11 @@ REGISTRY = {
     "Lime": _primary(A.Lime, target=1, n_samples=10, feature_mask=QUADRANTS),
     "KernelShap": _primary(A.KernelShap, target=1, n_samples=10, feature_mask=QUADRANTS),
     "LRP": _primary(A.LRP, target=1),
+    "AttnLRP": (lambda m: A.AttnLRP(Attending(m)), {"target": 1}, {"target": 99}),
+    "LayerAttnLRP": (lambda m: A.LayerAttnLRP(Attending(m), m.conv2), {"target": 1}, {"target": 99}),
+    "AttentionRollout": _attention(A.AttentionRollout),
+    "AttentionFlow": _attention(A.AttentionFlow),
+    "AttentionRelevance": _attention(A.AttentionRelevance, target=1),
     "GuidedGradCam": (lambda m: A.GuidedGradCam(m, m.conv2), {"target": 1}, {"target": 99}),
     "LayerActivation": (lambda m: A.LayerActivation(m, m.conv2), {},
                         {"additional_forward_args": ("unexpected",)}),

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from ..._engine.inputs import restore_form
+from ..._engine.inputs import as_tuple, restore_form
 from ..base import LayerAttribution
+from ..relevance.attnlrp import attnlrp_relevance
 from ..relevance.lrp import LRP, TensorOrTuple
 
 
@@ -38,6 +39,20 @@ class LayerLRP(LRP, LayerAttribution):
         self.layer = layer
         self.device_ids = getattr(model, "device_ids", None)
 
+    def _run_transformer_layers(
+        self, inputs: Any, target: Any, args: Any, layers: list[nn.Module], use_input: bool
+    ) -> tuple[list[tuple[tuple[Tensor, ...], bool]], Tensor]:
+        # AttnLRP's gradient form has one source per pass: one pass per layer.
+        per_layer, output = [], None
+        for layer in layers:
+            result = attnlrp_relevance(
+                self.model, as_tuple(inputs), target, args, self.composite, layer=layer,
+                attribute_to_layer_input=use_input, attention_rule=self.composite.attention_rule,
+            )
+            per_layer.append((result.relevance, False))
+            output = result.scores
+        return per_layer, output
+
     def attribute(  # type: ignore[override]
         self,
         inputs: TensorOrTuple,
@@ -53,9 +68,14 @@ class LayerLRP(LRP, LayerAttribution):
         layer relevance per example (a list for a list of layers).
         """
         layers = self.layer if isinstance(self.layer, list) else [self.layer]
-        _, per_layer, output = self._run(
-            inputs, target, additional_forward_args, layers, attribute_to_layer_input, verbose
-        )
+        if getattr(self.composite, "gradient_form", False):
+            per_layer, output = self._run_transformer_layers(
+                inputs, target, additional_forward_args, layers, attribute_to_layer_input
+            )
+        else:
+            _, per_layer, output = self._run(
+                inputs, target, additional_forward_args, layers, attribute_to_layer_input, verbose
+            )
         results = [restore_form(was_tuple, values) for values, was_tuple in per_layer]
         deltas = [self.compute_convergence_delta(r, output) for r in results]
         if not isinstance(self.layer, list):

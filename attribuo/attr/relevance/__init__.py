@@ -5,8 +5,9 @@
 :mod:`.composites` rules by layer type, :mod:`.canonizers` model rewrites.
 """
 
+from .attnlrp import AttnLRP, LayerAttnLRP
 from .canonizers import MergeBatchNorm
-from .composites import Composite, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat
+from .composites import AttnLRPComposite, Composite, EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat
 from .lrp import LRP
 from .rules import (
     DEFAULT_RULES,
@@ -21,6 +22,9 @@ from .rules import (
 )
 
 __all__ = [
+    "AttnLRP",
+    "AttnLRPComposite",
+    "LayerAttnLRP",
     "DEFAULT_RULES",
     "LRP",
     "Alpha1_Beta0_Rule",

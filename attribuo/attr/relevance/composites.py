@@ -163,3 +163,32 @@ class EpsilonGammaBox(Composite):
             ],
             first_map=[(LINEAR_LAYERS, lambda: ZBoxRule(low, high))],
         )
+
+
+class AttnLRPComposite(Composite):
+    """The transformer composite: given to ``LRP``, it explains with AttnLRP's rules.
+
+    Linear layers get the rules of ``layer_map`` (default: none, i.e. LRP-0)
+    in gradient form; attention, normalisation, activations and products get
+    AttnLRP's rules (:mod:`.transformer_rules`). ``attention_rule`` is
+    ``"attnlrp"`` or ``"constant"`` (see :class:`~attribuo.attr.AttnLRP`).
+    Only rules that modify parameters (epsilon, gamma) can be used.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.attr import LRP
+        >>> from attribuo.attr.relevance import AttnLRPComposite, EpsilonRule
+        >>> layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        >>> model = torch.nn.Sequential(layer, torch.nn.Flatten(), torch.nn.Linear(40, 3)).eval()
+        >>> composite = AttnLRPComposite([(torch.nn.Linear, lambda: EpsilonRule(1e-6))])
+        >>> LRP(model, composite=composite).attribute(torch.randn(2, 5, 8), target=0).shape
+        torch.Size([2, 5, 8])
+    """
+
+    gradient_form = True
+
+    def __init__(self, layer_map: RuleMap = (), first_map: RuleMap = (), attention_rule: str = "attnlrp") -> None:
+        super().__init__(layer_map, first_map)
+        from .attnlrp import check_attention_rule
+
+        self.attention_rule = check_attention_rule(attention_rule)

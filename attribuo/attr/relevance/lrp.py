@@ -7,9 +7,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..._engine.call import parse_call
 from ..._engine.errors import ArgumentTypeError
 from ..._engine.inputs import is_tuple, restore_form, rows
 from ..base import Attribution, GradientAttribution
+from .attnlrp import attnlrp_relevance
 from .propagation import check_rules, lrp_relevance
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
@@ -66,6 +68,15 @@ class LRP(GradientAttribution):
             self.model, inputs, target, args, self.composite, self.canonizers, layers, use_input, verbose
         )
 
+    def _run_transformer(self, inputs: Any, target: Any, args: Any) -> tuple[tuple[Tensor, ...], Tensor]:
+        if self.canonizers:
+            raise ArgumentTypeError("canonizers cannot be combined with AttnLRPComposite")
+        call = parse_call(inputs, None, None, floating=True)
+        result = attnlrp_relevance(
+            self.model, call.inputs, target, args, self.composite, attention_rule=self.composite.attention_rule
+        )
+        return result.relevance, result.scores
+
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -80,7 +91,10 @@ class LRP(GradientAttribution):
         absorb); ``return_convergence_delta`` adds output minus that sum per
         example. ``verbose`` prints the rule chosen for each layer.
         """
-        rel, _, output = self._run(inputs, target, additional_forward_args, (), False, verbose)
+        if getattr(self.composite, "gradient_form", False):
+            rel, output = self._run_transformer(inputs, target, additional_forward_args)
+        else:
+            rel, _, output = self._run(inputs, target, additional_forward_args, (), False, verbose)
         result = restore_form(is_tuple(inputs), rel)
         if return_convergence_delta:
             return result, self.compute_convergence_delta(rel, output)

@@ -26,7 +26,12 @@ from .common import (  # noqa: F401
     _normalize_scale,
     _prepare_image,
 )
-from .image import visualize_image_attr, visualize_image_attr_multiple
+from .image import (
+    patch_map,
+    visualize_image_attr,
+    visualize_image_attr_multiple,
+    visualize_patch_attr,
+)
 from .masks import (
     draw_mask_border,
     draw_mask_legend,
@@ -40,6 +45,7 @@ from .text import (
     format_tooltip,
     format_word_importances,
     token_attr_html,
+    token_heatmap_html,
     visualize_text,
 )
 from .timeseries import visualize_timeseries_attr
@@ -61,6 +67,9 @@ __all__ = [
     "visualize_timeseries_attr",
     "visualize_token_attr",
     "token_attr_html",
+    "token_heatmap_html",
+    "patch_map",
+    "visualize_patch_attr",
     "draw_mask_border",
     "draw_mask_legend",
     "visualize_mask_overlay",

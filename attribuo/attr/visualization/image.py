@@ -188,3 +188,53 @@ def visualize_image_attr_multiple(
     if use_pyplot:
         _show()
     return fig, axes[0] if len(methods) == 1 else axes
+
+
+def patch_map(scores: Any, image_size: tuple[int, int], grid: tuple[int, int] | None = None) -> np.ndarray:
+    """One score per image patch, as an ``H x W`` map (each patch's score fills its square).
+
+    ``scores`` holds the patches in row-major order (as vision transformers
+    number them); ``grid`` is ``(rows, columns)`` of patches, by default the
+    square root of their count.
+
+    Example:
+        >>> import numpy as np
+        >>> patch_map(np.arange(4.0), (4, 4))[:, 0]
+        array([0., 0., 2., 2.])
+    """
+    values = _as_array(scores, "scores", (1,)).astype(np.float64)
+    if grid is None:
+        side = int(round(len(values) ** 0.5))
+        if side * side != len(values):
+            raise ArgumentValueError(f"{len(values)} patch scores are not a square grid; pass `grid`")
+        grid = (side, side)
+    rows, cols = grid
+    height, width = image_size
+    if rows * cols != len(values) or height % rows or width % cols:
+        raise ArgumentValueError(
+            f"`grid` {grid} must hold all {len(values)} scores and divide `image_size` {image_size}"
+        )
+    tiles = values.reshape(rows, cols)
+    return np.kron(tiles, np.ones((height // rows, width // cols)))
+
+
+def visualize_patch_attr(
+    scores: Any,
+    original_image: Any,
+    grid: tuple[int, int] | None = None,
+    method: str = "blended_heat_map",
+    sign: str = "positive",
+    **kwargs: Any,
+) -> tuple:
+    """Draw one score per patch (AttentionRollout, AttentionRelevance on a ViT) over the image.
+
+    ``original_image`` is ``H x W`` or ``H x W x C``; further keyword
+    arguments go to :func:`visualize_image_attr`. Returns ``(figure, axis)``.
+
+    Example:
+        >>> import numpy as np
+        >>> fig, ax = visualize_patch_attr(np.random.rand(16), np.random.rand(32, 32, 3), use_pyplot=False)
+    """
+    image = _as_array(original_image, "original_image", (2, 3))
+    heat = patch_map(scores, image.shape[:2], grid)[:, :, None]
+    return visualize_image_attr(heat, image, method=method, sign=sign, **kwargs)

@@ -253,3 +253,29 @@ def token_attr_html(
         parts.append("</table>")
     parts.append(_legend() + "\n</body></html>\n")
     return "".join(parts)
+
+
+def token_heatmap_html(tokens: Sequence[str], scores: Any, title: str = "Token relevance") -> str:
+    """A self-contained HTML page of one score per token (AttnLRP, rollout, Chefer), coloured in place.
+
+    Colours are scaled to the largest magnitude (green positive, red
+    negative); exact values show as tooltips; tokens are HTML-escaped.
+
+    Example:
+        >>> page = token_heatmap_html(["[CLS]", "cat", "<b>"], [0.1, 0.9, -0.2])
+        >>> "cat" in page and "&lt;b&gt;" in page
+        True
+    """
+    values = _values(scores, "scores", 1)
+    if len(values) != len(tokens):
+        raise ArgumentValueError(f"{len(tokens)} tokens but {len(values)} scores")
+    spans = "".join(
+        f'<span title="{v:.6g}" style="background-color: {_get_color(s)}; padding: 1px 3px; margin: 1px">'
+        f"{_escape(t)}</span>"
+        for t, v, s in zip(tokens, values, _scaled(values))
+    )
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{_escape(title)}</title><style>body{{font-family:sans-serif;line-height:1.8}}</style>"
+        f"</head><body>\n<h3>{_escape(title)}</h3><p>{spans}</p>{_legend()}\n</body></html>\n"
+    )
