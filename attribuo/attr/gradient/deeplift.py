@@ -73,7 +73,7 @@ def deeplift_multipliers(
     joint = tuple(
         torch.cat((x.detach(), b.detach().to(x.dtype))).requires_grad_() for x, b in zip(call.inputs, baselines)
     )
-    rules = RescaleRules(eps)
+    rules = RescaleRules(eps, sources=joint)
     forward = overriding(forward_func, rules.table())
     with preserved_state(modules_of(forward_func)), torch.enable_grad():
         selected = call.expanded(2, inputs=joint).forward(forward)

@@ -12,7 +12,8 @@ applies to modules, reused modules and functional calls alike.
 Covered: ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus (elementwise rule),
 Softmax (with Captum's normalisation of the multipliers) and max pooling in
 1, 2 and 3 dims (the difference of the pooled maxima is routed to the
-arg-max positions). Other non-linear functions are watched and reported so
+arg-max positions); the operations of transformers (GELU, SiLU, products,
+normalisation, attention) in :mod:`.deeplift_ops`. Other non-linear functions are watched and reported so
 the caller can warn that their ordinary gradients were used.
 """
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..._engine.overrides import Rule
+from .deeplift_ops import TransformerRescale
 
 # ---------------------------------------------------------------- helpers
 
@@ -476,6 +478,19 @@ WATCHED = _watched()
 # ------------------------------------------------------------ the rule set
 
 
+def _before(rule: Rule, fallback: Rule | None) -> Rule:
+    """``rule``, or ``fallback`` where ``rule`` declines the call (returns None)."""
+
+    def apply(func, args, kwargs):
+        out = rule(func, args, kwargs)
+        if out is None:
+            return fallback(func, args, kwargs) if fallback is not None else func(*args, **kwargs)
+        return out
+
+    return apply
+
+
+
 @dataclass
 class RescaleRules:
     """The Rescale substitutions for one DeepLift forward, and what they met.
@@ -496,6 +511,7 @@ class RescaleRules:
     """
 
     eps: float = 1e-10
+    sources: tuple[Tensor, ...] = ()  # the joint leaves: products of two of their descendants are split
     uncovered: list[str] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)
 
@@ -509,6 +525,8 @@ class RescaleRules:
             rules[func] = self._max_pool(pool)
         for func, name in WATCHED.items():
             rules[func] = self._watch(name)
+        for func, rule in TransformerRescale(self.eps, self.sources).table().items():
+            rules[func] = _before(rule, rules.get(func))
         return rules
 
     def warn(self, method: str = "DeepLift", stacklevel: int = 3) -> None:

@@ -42,7 +42,7 @@ Which tensors depend on the explained inputs is read off the autograd graph
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,50 +51,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._engine.attention import SDPA_FUNCTIONS, AttentionRecorder, attention_rules, sdpa_call
+from ..._engine.dependence import Dependence
 from ..._engine.errors import ArgumentTypeError
 from ..._engine.hooks import forward_hooks, forward_pre_hooks
 from ..._engine.overrides import Rule
 from .rules import LayerCall, PropagationRule
-
-
-# ------------------------------------------------------------ dependence
-class Dependence:
-    """Whether a tensor depends on the explained sources, read off the autograd graph."""
-
-    def __init__(self, sources: Sequence[Tensor] = ()) -> None:
-        self.sources: set[int] = {id(t) for t in sources}
-        self._keep: list[Tensor] = list(sources)
-        self._memo: dict[Any, bool] = {}
-
-    def add(self, source: Tensor) -> None:
-        self.sources.add(id(source))
-        self._keep.append(source)
-
-    def __call__(self, t: Any) -> bool:
-        if not isinstance(t, Tensor) or not t.requires_grad:
-            return False
-        if t.grad_fn is None:
-            return id(t) in self.sources
-        return self._reaches(t.grad_fn)
-
-    def _reaches(self, root: Any) -> bool:
-        memo = self._memo
-        stack = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if node in memo:
-                continue
-            variable = getattr(node, "variable", None)
-            if variable is not None:  # AccumulateGrad: a leaf
-                memo[node] = id(variable) in self.sources
-                continue
-            children = [c for c, _ in node.next_functions if c is not None]
-            if expanded:
-                memo[node] = any(memo[c] for c in children)
-                continue
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if c not in memo)
-        return memo[root]
 
 
 # ------------------------------------------------------ autograd nodes
