@@ -73,12 +73,27 @@ def deeplift_multipliers(
     joint = tuple(
         torch.cat((x.detach(), b.detach().to(x.dtype))).requires_grad_() for x, b in zip(call.inputs, baselines)
     )
-    rules = RescaleRules(eps, sources=joint)
-    forward = overriding(forward_func, rules.table())
-    with preserved_state(modules_of(forward_func)), torch.enable_grad():
-        selected = call.expanded(2, inputs=joint).forward(forward)
-        values = scalar_per_example(selected, 2 * n)
-        grads = torch.autograd.grad(values.sum(), joint, allow_unused=True, materialize_grads=True)
+    module = modules_of(forward_func)
+
+    def run(keep_float64: bool) -> tuple[RescaleRules, Tensor, tuple[Tensor, ...]]:
+        rules = RescaleRules(eps, sources=joint, keep_float64=keep_float64)
+        forward = overriding(forward_func, rules.table())
+        with preserved_state(module), torch.enable_grad():
+            selected = call.expanded(2, inputs=joint).forward(forward)
+            values = scalar_per_example(selected, 2 * n)
+            grads = torch.autograd.grad(values.sum(), joint, allow_unused=True, materialize_grads=True)
+        return rules, values, grads
+
+    # float64 inputs stay float64 through the model's own down-casts (see
+    # deeplift_ops), unless the model then needs its lower precision.
+    params = [p for p in module.parameters() if p.is_floating_point()] if module is not None else []
+    float64 = all(p.dtype == torch.float64 for p in params) and all(j.dtype == torch.float64 for j in joint)
+    try:
+        rules, values, grads = run(float64)
+    except RuntimeError:
+        if not float64:
+            raise
+        rules, values, grads = run(False)
     rules.warn(method, stacklevel=5)
     values = values.detach()
     difference = values[:n] - values[n:] if values.dim() == 1 else None
@@ -204,7 +219,9 @@ class DeepLift(GradientAttribution):
     instead of its derivative, so that the attributions of an example add up
     to ``F(x) - F(x0)``. The rule is applied to ReLU, ELU, LeakyReLU,
     Sigmoid, Tanh, Softplus, Softmax and MaxPool1d/2d/3d whether they are
-    written as modules (also reused), functional calls or tensor methods; a
+    written as modules (also reused), functional calls or tensor methods, and
+    to the operations of transformers (GELU, SiLU, products of two tensors of
+    the inputs, LayerNorm, RMSNorm, attention: :mod:`.deeplift_ops`); a
     warning names any other non-linear function met in the forward. Inputs
     and baselines run together in one forward of ``2 * N`` examples, so dim 0
     of every tensor reaching a non-linearity must be that batch (a warning

@@ -14,24 +14,35 @@ and each rule passes back multipliers, the same in both halves of a pair:
   constant is linear and keeps its gradient;
 * **division** ``a / b`` by a tensor that carries the inputs:
   ``a * reciprocal(b)``, both rules above;
-* **max / amax** along a dim: the rise of the maximum goes to the input's
-  arg-max, the drop to the reference's, as for max pooling;
+* **max / amax** (and min / amin, as ``-max(-z)``) along a dim other than 0:
+  the rise of the maximum goes to the input's arg-max, the drop to the
+  reference's, as for max pooling;
 * **LayerNorm, RMSNorm, GroupNorm**: written out (centre, square, mean,
   rsqrt, product, affine) so that each step has its exact rule;
 * **softmax over the last dim of a 3-D or larger tensor** (attention) and the
   softmax of a written-out **SDPA**: ``exp(z - m) / sum exp(z - m)`` with ``m``
   one constant per pair, exact. A 2-D softmax keeps Captum's rule (see
   :mod:`.deeplift_rules`), for parity with Captum on classifier heads;
-* ``nn.MultiheadAttention``'s functional body is looked into.
+* ``nn.MultiheadAttention``'s functional body is looked into;
+* in a model whose parameters are all float64, **down-casts** of a tensor
+  that carries the inputs (``.to(float32)``, ``.float()``, a softmax's
+  ``dtype``) keep float64: Llama's RMSNorm and eager
+  softmax compute in float32 whatever the model's dtype, and the multipliers
+  of a zero baseline (whose RMSNorm scale is ``1 / sqrt(eps)``) cancel to
+  many digits, so a float32 step there costs the sums about 4 digits.
 
-Every step is exact, so attributions add up to ``F(x) - F(x0)`` up to float
+A tensor carries the inputs when it depends on them (read off the autograd
+graph) and dim 0 is a multiple of the paired batch ``2N`` (inputs first:
+``nn.MultiheadAttention`` folds the heads into dim 0, batch-major). Every
+step is exact, so attributions add up to ``F(x) - F(x0)`` up to float
 rounding on BERT, GPT2, Llama and ViT.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import torch
@@ -89,29 +100,32 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class _Unary:
-    """How to read ``f(z)`` off a call: ``value(z, args, kwargs)``; None when the call is not element-wise."""
-
-    value: Callable[[tuple, dict], Callable[[Tensor], Tensor] | None]
+# How to read ``f(z)`` off a call: ``(z, f)``, or None when the call is not one.
+_Unary = Callable[[tuple, dict], "tuple[Any, Callable[[Tensor], Tensor]] | None"]
 
 
 def _same_call(func: Callable) -> _Unary:
     def value(args, kwargs):
         rest, kw = args[1:], {k: v for k, v in kwargs.items() if k != "inplace"}
-        return lambda z: func(z, *rest, **kw)
+        return args[0], lambda z: func(z, *rest, **kw)
 
-    return _Unary(value)
+    return value
 
 
-def _power(func: Callable) -> _Unary:
-    def value(args, kwargs):
-        exponent = kwargs.get("exponent", args[1] if len(args) > 1 else None)
-        if not _scalar(exponent) or not isinstance(args[0], Tensor):
-            return None
-        return lambda z: torch.pow(z, exponent)
+def _power(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Tensor], Tensor]] | None:
+    base = kwargs.get("input", args[0] if args else None)
+    exponent = kwargs.get("exponent", args[1] if len(args) > 1 else None)
+    if isinstance(base, Tensor) and _scalar(exponent):
+        return base, lambda z: torch.pow(z, exponent)
+    if _scalar(base) and isinstance(exponent, Tensor):  # torch.pow(2, z)
+        return exponent, lambda z: torch.pow(base, z)
+    return None  # a tensor exponent: no single-input function
 
-    return _Unary(value)
+
+def _scalar_base(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Tensor], Tensor]] | None:
+    # ``Tensor.__rpow__(z, base)`` is ``base ** z``
+    base = args[1] if len(args) > 1 else None
+    return (args[0], lambda z: torch.pow(base, z)) if _scalar(base) else None
 
 
 def _unary_table() -> dict[Callable, _Unary]:
@@ -125,7 +139,8 @@ def _unary_table() -> dict[Callable, _Unary]:
         if func is not None:
             table[func] = _same_call(func)
     for func in (torch.pow, torch.Tensor.pow, torch.Tensor.__pow__):
-        table[func] = _power(func)
+        table[func] = _power
+    table[torch.Tensor.__rpow__] = _scalar_base
     return table
 
 
@@ -199,7 +214,43 @@ class _MaxRescale(torch.autograd.Function):
         return torch.cat((half, half)), None, None, None
 
 
+# ----------------------------------------------------------------- casts
+
+_LOWER_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+_CASTS_TO = {torch.Tensor.float: torch.float32, torch.Tensor.half: torch.float16, torch.Tensor.bfloat16: torch.bfloat16}
+
+
+def _cast_dtype(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """The floating dtype a cast asks for (``Tensor.to`` / ``type`` / ``float`` ...), else None."""
+    if func in _CASTS_TO:
+        return _CASTS_TO[func]
+    given = [a for a in args[1:] if isinstance(a, torch.dtype)] + [kwargs.get("dtype")]
+    return next((d for d in given if d is not None), None)
+
+
+@cache
+def _label(func: Callable) -> str:
+    name = getattr(func, "__name__", repr(func))
+    for owner, prefix in ((F, "F."), (torch.Tensor, "Tensor."), (torch.special, "torch.special."), (torch, "torch.")):
+        for attr in (name, f"__{name}__"):  # Tensor.__pow__ is named "pow"
+            if getattr(owner, attr, None) is func:
+                return prefix + attr
+    return name
+
+
 # ------------------------------------------------------------- the rule set
+
+
+def before(rule: Rule, fallback: Rule | None) -> Rule:
+    """``rule``, or ``fallback`` (else the function itself) where ``rule`` declines the call by returning None."""
+
+    def apply(func, args, kwargs):
+        out = rule(func, args, kwargs)
+        if out is None:
+            return fallback(func, args, kwargs) if fallback is not None else func(*args, **kwargs)
+        return out
+
+    return apply
 
 
 @dataclass
@@ -208,59 +259,79 @@ class TransformerRescale:
 
     ``sources`` are the joint leaves (inputs concatenated with baselines);
     they tell the products of two input-carrying tensors from products with
-    parameters. Without them, products keep their gradient.
+    parameters. Without them, products keep their gradient and element-wise
+    functions pair any tensor with an even dim 0. The names of functions met
+    on a tensor that depends on the inputs but whose dim 0 is no multiple of
+    ``2N`` go to ``unpaired``, of calls with no rule (a tensor exponent) to
+    ``uncovered``.
     """
 
     eps: float = 1e-10
     sources: tuple[Tensor, ...] = ()
+    uncovered: list[str] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)
+    keep_float64: bool = False  # the model is float64 throughout: its down-casts are skipped
 
     def __post_init__(self) -> None:
         self.depends = Dependence(self.sources)
-        self.pairs = self.sources[0].shape[0] if self.sources else None
+        self.pairs = self.sources[0].shape[0] if self.sources else 2
 
-    def carries(self, t: Any) -> bool:
-        """Whether ``t`` is an ``[x; x0]`` tensor of this forward."""
-        return (
-            isinstance(t, Tensor) and t.is_floating_point() and t.dim() >= 1 and t.shape[0] == self.pairs
-            and self.depends(t)
-        )
+    def carries(self, t: Any, name: str | None = None) -> bool:
+        """Whether ``t`` is an ``[x; x0]`` tensor of this forward (``name`` is reported when it cannot be paired)."""
+        if not (isinstance(t, Tensor) and t.requires_grad and t.is_floating_point()):
+            return False
+        if self.sources and not self.depends(t):
+            return False  # parameters and what is computed from them alone
+        if t.dim() >= 1 and t.shape[0] > 0 and t.shape[0] % self.pairs == 0:
+            return True
+        if name is not None:
+            self.unpaired.append(name)
+        return False
 
     # the operations, callable on tensors (rules call them on the pieces they write out)
-    def unary(self, fn: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
-        if not self.carries(z):
+    def unary(self, fn: Callable[[Tensor], Tensor], z: Tensor, name: str | None = None) -> Tensor:
+        """``fn(z)``, with the Rescale multiplier when ``z`` carries the inputs."""
+        if not self.carries(z, name):
             return fn(z)
         return _Rescale.apply(z, fn, self.eps)
 
-    def product(self, a: Any, b: Any, op: Callable[[Tensor, Tensor], Tensor] = _multiply) -> Tensor:
-        if self.carries(a) and self.carries(b):
+    def product(self, a: Any, b: Any, op: Callable[[Tensor, Tensor], Tensor] = _multiply, name: str = "mul") -> Tensor:
+        """``op(a, b)`` for a bilinear ``op``, split between the factors when both carry the inputs."""
+        if self.sources and self.depends(a) and self.depends(b) and self.carries(a, name) and self.carries(b, name):
             return _Product.apply(a, b, op)
         return op(a, b)
 
     def divide(self, a: Any, b: Any) -> Tensor:
-        if not self.carries(b):
+        """``a / b`` as ``a * reciprocal(b)`` when ``b`` carries the inputs."""
+        if not self.carries(b, "div"):
             return a / b
-        return self.product(a, self.unary(torch.reciprocal, b))
+        return self.product(a, self.unary(torch.reciprocal, b), name="div")
 
     def softmax(self, z: Tensor, dim: int = -1) -> Tensor:
-        if not self.carries(z):
+        """``exp(z - m) / sum exp(z - m)``, ``m`` one constant per pair: exact through exp, sum and product."""
+        if not self.carries(z, "softmax"):
             return torch.softmax(z, dim)
         z1, z0 = _halves(z.detach())
         top = torch.maximum(z1.amax(dim, keepdim=True), z0.amax(dim, keepdim=True))
-        top = torch.nan_to_num(top, neginf=0.0)  # rows masked out entirely
-        shifted = z - torch.cat((top, top))
-        e = self.unary(torch.exp, shifted)
-        return self.product(e, self.unary(torch.reciprocal, e.sum(dim, keepdim=True)))
+        hidden = torch.cat((torch.isneginf(top),) * 2)  # rows masked out entirely in both halves
+        top = torch.cat((top, top)).masked_fill(hidden, 0.0)
+        e = self.unary(torch.exp, z - top)
+        # A masked row sums to 0; adding 1 there (a constant) keeps its zeros and its gradients finite.
+        total = e.sum(dim, keepdim=True) + hidden.to(e.dtype)
+        return self.product(e, self.unary(torch.reciprocal, total), name="softmax")
 
     def normalise(self, x: Tensor, dims: tuple[int, ...], eps: float, centre: bool) -> Tensor:
+        """``(x - mean) / sqrt(mean square + eps)`` over ``dims`` (no centring for RMSNorm), step by step."""
         c = x - x.mean(dims, keepdim=True) if centre else x
         second = self.unary(torch.square, c).mean(dims, keepdim=True)
         return self.product(c, self.unary(torch.rsqrt, second + eps))
 
     # ------------------------------------------------------------ the rules
     def table(self) -> dict[Callable, Rule]:
+        """The rules for :func:`~attribuo._engine.overrides.overriding`, function by function."""
         rules: dict[Callable, Rule] = {}
         for func, spec in UNARY.items():
-            rules[func] = self._unary_rule(spec)
+            rules[func] = self._unary_rule(spec, _label(func))
         products = {
             torch.mul: _multiply, torch.Tensor.mul: _multiply, torch.Tensor.__mul__: _multiply,
             torch.Tensor.__rmul__: _multiply, torch.multiply: _multiply,
@@ -268,13 +339,17 @@ class TransformerRescale:
             torch.bmm: torch.bmm, torch.Tensor.bmm: torch.bmm,
         }
         for func, op in products.items():
-            rules[func] = self._product_rule(op)
-        rules[torch.Tensor.__rmatmul__] = self._product_rule(lambda a, b: torch.matmul(b, a))
+            rules[func] = self._product_rule(op, _label(func))
+        rules[torch.Tensor.__rmatmul__] = self._product_rule(lambda a, b: torch.matmul(b, a), "matmul")
         rules[torch.einsum] = self._einsum
+        rules[torch.baddbmm] = rules[torch.Tensor.baddbmm] = self._baddbmm
         for func in (torch.div, torch.Tensor.div, torch.true_divide, torch.Tensor.__truediv__, torch.divide):
             rules[func] = self._divide
+        rules[torch.Tensor.__rtruediv__] = self._divide_into
         for func in (torch.amax, torch.Tensor.amax, torch.max, torch.Tensor.max):
-            rules[func] = self._max
+            rules[func] = self._extremum(1.0)
+        for func in (torch.amin, torch.Tensor.amin, torch.min, torch.Tensor.min):
+            rules[func] = self._extremum(-1.0)
         rules.update({F.layer_norm: self._layer_norm, torch.layer_norm: self._layer_norm, F.group_norm: self._group_norm})
         if hasattr(F, "rms_norm"):
             rules[F.rms_norm] = self._rms_norm
@@ -282,22 +357,26 @@ class TransformerRescale:
             rules[func] = self._softmax
         rules.update({f: self._sdpa for f in SDPA_FUNCTIONS})
         rules[F.multi_head_attention_forward] = see_inside
+        for func in (torch.Tensor.to, torch.Tensor.type, *_CASTS_TO):
+            rules[func] = self._cast
         return rules
 
-    def _unary_rule(self, spec: _Unary) -> Rule:
+    def _unary_rule(self, spec: _Unary, name: str) -> Rule:
         def rule(func, args, kwargs):
-            fn = spec.value(args, kwargs) if args and isinstance(args[0], Tensor) else None
-            if fn is None or not self.carries(args[0]):
+            call = spec(args, kwargs) if args else None
+            if call is None:
+                if self.carries(args[0] if args else None) or self.carries(kwargs.get("exponent")):
+                    self.uncovered.append(name)
                 return func(*args, **kwargs)
-            return self.unary(fn, args[0])
+            return self.unary(call[1], call[0], name)
 
         return rule
 
-    def _product_rule(self, op: Callable[[Tensor, Tensor], Tensor]) -> Rule:
+    def _product_rule(self, op: Callable[[Tensor, Tensor], Tensor], name: str) -> Rule:
         def rule(func, args, kwargs):
             if len(args) != 2 or kwargs:
                 return func(*args, **kwargs)
-            return self.product(args[0], args[1], op)
+            return self.product(args[0], args[1], op, name)
 
         return rule
 
@@ -308,27 +387,47 @@ class TransformerRescale:
         if len(operands) != 2 or kwargs:
             return func(*args, **kwargs)
         equation = args[0]
-        return self.product(operands[0], operands[1], lambda a, b: torch.einsum(equation, a, b))
+        return self.product(operands[0], operands[1], lambda a, b: torch.einsum(equation, a, b), "einsum")
+
+    def _baddbmm(self, func, args, kwargs):
+        # beta * input + alpha * (batch1 @ batch2): nn.MultiheadAttention's masked scores
+        if len(args) != 3 or set(kwargs) - {"beta", "alpha"}:
+            return func(*args, **kwargs)
+        added, a, b = args
+        beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+        scores = self.product(a, b, torch.bmm, "baddbmm")
+        return (added if beta == 1 else beta * added) + (scores if alpha == 1 else alpha * scores)
 
     def _divide(self, func, args, kwargs):
         divisor = kwargs.get("other", args[1] if len(args) > 1 else None)
-        if kwargs.get("rounding_mode") is not None or not self.carries(divisor):
+        if kwargs.get("rounding_mode") is not None or "out" in kwargs or not self.carries(divisor):
             return func(*args, **kwargs)
         return self.divide(args[0], divisor)
 
-    def _max(self, func, args, kwargs):
-        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-        keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
-        if not isinstance(dim, int) or isinstance(dim, bool) or not self.carries(args[0]) or "out" in kwargs:
+    def _divide_into(self, func, args, kwargs):
+        # ``Tensor.__rtruediv__(b, a)`` is ``a / b``
+        if len(args) != 2 or not self.carries(args[0]):
             return func(*args, **kwargs)
-        z = args[0]
-        dim = dim % z.dim()
-        if dim == 0:
-            return func(*args, **kwargs)
-        values = _MaxRescale.apply(z, dim, bool(keepdim), self.eps)
-        if func in (torch.max, torch.Tensor.max):
-            return torch.return_types.max((values, z.detach().argmax(dim, keepdim=bool(keepdim))))
-        return values
+        return self.divide(args[1], args[0])
+
+    def _extremum(self, sign: float) -> Rule:
+        # min(z) = -max(-z): one rule for both
+        def rule(func, args, kwargs):
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            keepdim = bool(kwargs.get("keepdim", args[2] if len(args) > 2 else False))
+            z = args[0]
+            if not isinstance(dim, int) or isinstance(dim, bool) or "out" in kwargs or not self.carries(z, _label(func)):
+                return func(*args, **kwargs)
+            dim = dim % z.dim()
+            if dim == 0:
+                return func(*args, **kwargs)
+            values = sign * _MaxRescale.apply(sign * z, dim, keepdim, self.eps)
+            if func in (torch.max, torch.Tensor.max, torch.min, torch.Tensor.min):
+                at = (sign * z.detach()).argmax(dim, keepdim=keepdim)
+                return (torch.return_types.max if sign > 0 else torch.return_types.min)((values, at))
+            return values
+
+        return rule
 
     def _layer_norm(self, func, args, kwargs):
         x = args[0]
@@ -336,7 +435,7 @@ class TransformerRescale:
         weight = kwargs.get("weight", args[2] if len(args) > 2 else None)
         bias = kwargs.get("bias", args[3] if len(args) > 3 else None)
         eps = kwargs.get("eps", args[4] if len(args) > 4 else 1e-5)
-        if not self.carries(x):
+        if not self.carries(x, "layer_norm"):
             return func(*args, **kwargs)
         count = 1 if isinstance(shape, int) else len(shape)
         y = self.normalise(x, tuple(range(-count, 0)), eps, centre=True)
@@ -348,7 +447,7 @@ class TransformerRescale:
         shape = kwargs.get("normalized_shape", args[1] if len(args) > 1 else None)
         weight = kwargs.get("weight", args[2] if len(args) > 2 else None)
         eps = kwargs.get("eps", args[3] if len(args) > 3 else None)
-        if not self.carries(x):
+        if not self.carries(x, "rms_norm"):
             return func(*args, **kwargs)
         eps = torch.finfo(x.dtype).eps if eps is None else eps
         count = 1 if isinstance(shape, int) else len(shape)
@@ -361,7 +460,7 @@ class TransformerRescale:
         weight = kwargs.get("weight", args[2] if len(args) > 2 else None)
         bias = kwargs.get("bias", args[3] if len(args) > 3 else None)
         eps = kwargs.get("eps", args[4] if len(args) > 4 else 1e-5)
-        if not self.carries(x):
+        if not self.carries(x, "group_norm"):
             return func(*args, **kwargs)
         y = self.normalise(x.reshape(x.shape[0], groups, -1), (-1,), eps, centre=True).reshape(x.shape)
         affine = (1, -1) + (1,) * (x.dim() - 2)
@@ -374,10 +473,30 @@ class TransformerRescale:
         dtype = kwargs.get("dtype", None)
         if not isinstance(z, Tensor) or z.dim() < 3 or dim not in (-1, z.dim() - 1) or not self.carries(z):
             return None  # not an attention softmax: the caller's rule decides
-        return self.softmax(z.to(dtype) if dtype is not None else z, -1)
+        if dtype is not None and not (self.keep_float64 and z.dtype == torch.float64 and dtype in _LOWER_PRECISION):
+            z = z.to(dtype)
+        return self.softmax(z, -1)
 
     def _sdpa(self, func, args, kwargs):
         call = sdpa_call(args, kwargs)
         if call is None:
             return func(*args, **kwargs)
-        return decomposed_attention(call, matmul=lambda a, b: self.product(a, b, torch.matmul), softmax=self.softmax)
+        return decomposed_attention(call, matmul=lambda a, b: self.product(a, b, torch.matmul, "sdpa"), softmax=self.softmax)
+
+    def _cast(self, func, args, kwargs):
+        z = args[0] if args else None
+        keep = (
+            self.keep_float64 and isinstance(z, Tensor) and z.dtype == torch.float64
+            and _cast_dtype(func, args, kwargs) in _LOWER_PRECISION and self.carries(z)
+        )
+        if not keep:
+            return func(*args, **kwargs)
+        if func in _CASTS_TO:
+            return z
+        # the same call (a device move, say) with float64 for the dtype
+        args = tuple(torch.float64 if isinstance(a, torch.dtype) else a for a in args)
+        kwargs = {k: torch.float64 if k == "dtype" else v for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+COVERED: tuple[Callable, ...] = tuple(TransformerRescale().table())

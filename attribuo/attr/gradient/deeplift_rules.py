@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..._engine.overrides import Rule
-from .deeplift_ops import TransformerRescale
+from .deeplift_ops import COVERED, TransformerRescale, before
 
 # ---------------------------------------------------------------- helpers
 
@@ -467,7 +467,7 @@ def _watched() -> dict[Callable, str]:
             func = getattr(owner, attr, None)
             if func is not None:
                 table.setdefault(func, prefix + attr)
-    for covered in (*ELEMENTWISE, *SOFTMAX, *POOLS):
+    for covered in (*ELEMENTWISE, *SOFTMAX, *POOLS, *COVERED):
         table.pop(covered, None)
     return table
 
@@ -476,19 +476,6 @@ WATCHED = _watched()
 
 
 # ------------------------------------------------------------ the rule set
-
-
-def _before(rule: Rule, fallback: Rule | None) -> Rule:
-    """``rule``, or ``fallback`` where ``rule`` declines the call (returns None)."""
-
-    def apply(func, args, kwargs):
-        out = rule(func, args, kwargs)
-        if out is None:
-            return fallback(func, args, kwargs) if fallback is not None else func(*args, **kwargs)
-        return out
-
-    return apply
-
 
 
 @dataclass
@@ -512,6 +499,7 @@ class RescaleRules:
 
     eps: float = 1e-10
     sources: tuple[Tensor, ...] = ()  # the joint leaves: products of two of their descendants are split
+    keep_float64: bool = False  # a float64 model: skip its down-casts (see deeplift_ops)
     uncovered: list[str] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)
 
@@ -525,8 +513,9 @@ class RescaleRules:
             rules[func] = self._max_pool(pool)
         for func, name in WATCHED.items():
             rules[func] = self._watch(name)
-        for func, rule in TransformerRescale(self.eps, self.sources).table().items():
-            rules[func] = _before(rule, rules.get(func))
+        ops = TransformerRescale(self.eps, self.sources, self.uncovered, self.unpaired, self.keep_float64)
+        for func, rule in ops.table().items():
+            rules[func] = before(rule, rules.get(func))
         return rules
 
     def warn(self, method: str = "DeepLift", stacklevel: int = 3) -> None:
