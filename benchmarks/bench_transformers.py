@@ -62,7 +62,7 @@ def cases() -> list[Case]:
             ids = torch.randint(0, 8000, (batch, 128), generator=torch.Generator().manual_seed(batch))
             out.append(
                 Case(
-                    f"LayerAttnLRP, {name} 4x256, batch {batch}, 128 tokens",
+                    f"LayerAttnLRP, {name} 4x256, batch {batch}, 128 tokens (Captum: LayerGradientXActivation)",
                     lambda ours=ours, ids=ids: ours.attribute(ids, target=7),
                     lambda theirs=theirs, ids=ids: theirs.attribute(ids, target=7),
                     floor=_floor(model, ids),
@@ -72,7 +72,7 @@ def cases() -> list[Case]:
         ids = torch.randint(0, 8000, (1, 128), generator=torch.Generator().manual_seed(3))
         out.append(
             Case(
-                f"AttentionRelevance (Chefer), {name} 4x256, batch 1, 128 tokens",
+                f"AttentionRelevance (Chefer), {name} 4x256, batch 1, 128 tokens (Captum: LayerGradientXActivation)",
                 lambda chefer=chefer, ids=ids: chefer.attribute(ids, target=7),
                 lambda theirs=theirs, ids=ids: theirs.attribute(ids, target=7),
                 floor=_floor(model, ids),
