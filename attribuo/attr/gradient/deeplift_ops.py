@@ -51,6 +51,7 @@ from torch import Tensor
 
 from ..._engine.attention import SDPA_FUNCTIONS, decomposed_attention, sdpa_call
 from ..._engine.dependence import Dependence
+from ..._engine.norms import NORM_FUNCTIONS, norm_call
 from ..._engine.overrides import Rule, see_inside
 
 # ------------------------------------------------------------ element-wise
@@ -350,9 +351,7 @@ class TransformerRescale:
             rules[func] = self._extremum(1.0)
         for func in (torch.amin, torch.Tensor.amin, torch.min, torch.Tensor.min):
             rules[func] = self._extremum(-1.0)
-        rules.update({F.layer_norm: self._layer_norm, torch.layer_norm: self._layer_norm, F.group_norm: self._group_norm})
-        if hasattr(F, "rms_norm"):
-            rules[F.rms_norm] = self._rms_norm
+        rules.update({f: self._norm for f in NORM_FUNCTIONS})
         for func in (F.softmax, torch.softmax, torch.Tensor.softmax, torch.special.softmax):
             rules[func] = self._softmax
         rules.update({f: self._sdpa for f in SDPA_FUNCTIONS})
@@ -429,43 +428,11 @@ class TransformerRescale:
 
         return rule
 
-    def _layer_norm(self, func, args, kwargs):
-        x = args[0]
-        shape = kwargs.get("normalized_shape", args[1] if len(args) > 1 else None)
-        weight = kwargs.get("weight", args[2] if len(args) > 2 else None)
-        bias = kwargs.get("bias", args[3] if len(args) > 3 else None)
-        eps = kwargs.get("eps", args[4] if len(args) > 4 else 1e-5)
-        if not self.carries(x, "layer_norm"):
+    def _norm(self, func, args, kwargs):
+        call = norm_call(func, args, kwargs)
+        if not self.carries(call.x, call.kind + "_norm"):
             return func(*args, **kwargs)
-        count = 1 if isinstance(shape, int) else len(shape)
-        y = self.normalise(x, tuple(range(-count, 0)), eps, centre=True)
-        y = y * weight if weight is not None else y
-        return y + bias if bias is not None else y
-
-    def _rms_norm(self, func, args, kwargs):
-        x = args[0]
-        shape = kwargs.get("normalized_shape", args[1] if len(args) > 1 else None)
-        weight = kwargs.get("weight", args[2] if len(args) > 2 else None)
-        eps = kwargs.get("eps", args[3] if len(args) > 3 else None)
-        if not self.carries(x, "rms_norm"):
-            return func(*args, **kwargs)
-        eps = torch.finfo(x.dtype).eps if eps is None else eps
-        count = 1 if isinstance(shape, int) else len(shape)
-        y = self.normalise(x, tuple(range(-count, 0)), eps, centre=False)
-        return y * weight if weight is not None else y
-
-    def _group_norm(self, func, args, kwargs):
-        x = args[0]
-        groups = kwargs.get("num_groups", args[1] if len(args) > 1 else None)
-        weight = kwargs.get("weight", args[2] if len(args) > 2 else None)
-        bias = kwargs.get("bias", args[3] if len(args) > 3 else None)
-        eps = kwargs.get("eps", args[4] if len(args) > 4 else 1e-5)
-        if not self.carries(x, "group_norm"):
-            return func(*args, **kwargs)
-        y = self.normalise(x.reshape(x.shape[0], groups, -1), (-1,), eps, centre=True).reshape(x.shape)
-        affine = (1, -1) + (1,) * (x.dim() - 2)
-        y = y * weight.reshape(affine) if weight is not None else y
-        return y + bias.reshape(affine) if bias is not None else y
+        return call.written_out(self.normalise)
 
     def _softmax(self, func, args, kwargs):
         z = args[0]

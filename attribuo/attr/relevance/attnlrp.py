@@ -147,6 +147,14 @@ def _delta(relevance: tuple[Tensor, ...], scores: Tensor) -> Tensor:
     return scores.reshape(-1) - sum(rows(r).sum(1) for r in relevance).reshape(-1)
 
 
+def _configure(method: Any, composite: Any, attention_rule: str, model: nn.Module | None) -> None:
+    """The settings AttnLRP and LayerAttnLRP share, checked when the method is made."""
+    method.composite = composite
+    method.attention_rule = check_attention_rule(attention_rule)
+    method.model = model
+    layer_rules(model or modules_of(method.forward_func), composite)
+
+
 class AttnLRP(GradientAttribution):
     """AttnLRP (Achtibat et al., 2024): LRP for transformers, in one forward and one backward.
 
@@ -200,10 +208,7 @@ class AttnLRP(GradientAttribution):
         if not callable(forward_func):
             raise ArgumentTypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
         super().__init__(forward_func)
-        self.composite = composite
-        self.attention_rule = check_attention_rule(attention_rule)
-        self.model = model
-        layer_rules(model or modules_of(forward_func), composite)
+        _configure(self, composite, attention_rule, model)
 
     def attribute(
         self,
@@ -272,10 +277,7 @@ class LayerAttnLRP(LayerAttribution, GradientAttribution):
         if not isinstance(layer, nn.Module):
             raise ArgumentTypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}")
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
-        self.composite = composite
-        self.attention_rule = check_attention_rule(attention_rule)
-        self.model = model
-        layer_rules(model or modules_of(forward_func), composite)
+        _configure(self, composite, attention_rule, model)
 
     def attribute(
         self,

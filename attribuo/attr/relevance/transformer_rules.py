@@ -54,6 +54,7 @@ from ..._engine.attention import SDPA_FUNCTIONS, AttentionRecorder, attention_ru
 from ..._engine.dependence import Dependence
 from ..._engine.errors import ArgumentTypeError
 from ..._engine.hooks import forward_hooks, forward_pre_hooks
+from ..._engine.norms import NORM_FUNCTIONS, norm_call
 from ..._engine.overrides import Rule
 from .rules import LayerCall, PropagationRule
 
@@ -173,10 +174,10 @@ def _detached(value: Any) -> Any:
     return value
 
 
-def _scale_of(t: Tensor, dims: tuple[int, ...], eps: float, centre: bool) -> tuple[Tensor, Tensor]:
+def _frozen_scale(t: Tensor, dims: tuple[int, ...], eps: float, centre: bool) -> Tensor:
     centred = t - t.mean(dims, keepdim=True) if centre else t
     second = (centred * centred).mean(dims, keepdim=True)
-    return centred, torch.rsqrt(second + eps).detach()
+    return centred * torch.rsqrt(second + eps).detach()
 
 
 class _FrozenScaleLayerNorm(torch.autograd.Function):
@@ -197,33 +198,12 @@ class _FrozenScaleLayerNorm(torch.autograd.Function):
         return centred * rstd, None, None, None, None
 
 
-def _layer_norm(func, args, kwargs):
-    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
-    weight, bias = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
-    eps = _arg(args, kwargs, 4, "eps", 1e-5)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return _FrozenScaleLayerNorm.apply(x, shape, weight, bias, eps)
-
-
-def _rms_norm(func, args, kwargs):
-    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
-    weight, eps = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "eps")
-    eps = torch.finfo(x.dtype).eps if eps is None else eps
-    dims = tuple(range(-len(tuple(shape) if not isinstance(shape, int) else (shape,)), 0))
-    _, scale = _scale_of(x, dims, eps, centre=False)
-    y = x * scale
-    return y * weight if weight is not None else y
-
-
-def _group_norm(func, args, kwargs):
-    x, groups = args[0], _arg(args, kwargs, 1, "num_groups")
-    weight, bias, eps = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"), _arg(args, kwargs, 4, "eps", 1e-5)
-    grouped = x.reshape(x.shape[0], groups, -1)
-    centred, scale = _scale_of(grouped, (-1,), eps, centre=True)
-    y = (centred * scale).reshape(x.shape)
-    affine = (1, -1) + (1,) * (x.dim() - 2)
-    y = y * weight.reshape(affine) if weight is not None else y
-    return y + bias.reshape(affine) if bias is not None else y
+def _norm(func, args, kwargs):
+    call = norm_call(func, args, kwargs)
+    if call.kind == "layer":
+        shape = tuple(call.x.shape[d] for d in call.dims)
+        return _FrozenScaleLayerNorm.apply(call.x, shape, call.weight, call.bias, call.eps)
+    return call.written_out(_frozen_scale)
 
 
 def _normalize(func, args, kwargs):
@@ -295,10 +275,8 @@ def transformer_rules(state: TransformerState) -> dict[Callable, Rule]:
     rules[torch.Tensor.__rtruediv__] = reverse_divide
     rules.update({f: normalizer for f in NORMALIZERS})
     rules.update({f: power for f in POWERS})
-    rules.update({F.layer_norm: _layer_norm, torch.layer_norm: _layer_norm, F.group_norm: _group_norm})
+    rules.update({f: _norm for f in NORM_FUNCTIONS})
     rules[F.normalize] = _normalize
-    if hasattr(F, "rms_norm"):
-        rules[F.rms_norm] = _rms_norm
 
     def attention_product(a: Tensor, b: Tensor) -> Tensor:
         return product(torch.matmul, (a, b), {})
