@@ -151,8 +151,9 @@ def _configure(method: Any, composite: Any, attention_rule: str, model: nn.Modul
     """The settings AttnLRP and LayerAttnLRP share, checked when the method is made."""
     method.composite = composite
     method.attention_rule = check_attention_rule(attention_rule)
-    method.model = model
-    layer_rules(model or modules_of(method.forward_func), composite)
+    # found now, so that a copy with another forward function (LLMGradientAttribution) keeps it
+    method.model = model if model is not None else modules_of(method.forward_func)
+    layer_rules(method.model, composite)
 
 
 class AttnLRP(GradientAttribution):

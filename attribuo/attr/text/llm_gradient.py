@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..._engine.errors import ArgumentValueError
 from ..base import Attribution
 from ..layer.activation import LayerGradientXActivation
+from ..relevance.attnlrp import LayerAttnLRP
 from ..layer.gradient_shap import LayerGradientShap
 from ..layer.path_integrals import LayerIntegratedGradients
 from .interpretable_input import InterpretableInput, TextTokenInput
@@ -66,8 +67,10 @@ class _TokenLogProb(nn.Module):
 class LLMGradientAttribution(BaseLLMAttribution):
     """Gradient attribution of an LLM's response to the tokens of its prompt.
 
-    Wraps LayerIntegratedGradients, LayerGradientXActivation or
-    LayerGradientShap built on the model and its embedding layer. For each
+    Wraps LayerIntegratedGradients, LayerGradientXActivation,
+    LayerGradientShap or LayerAttnLRP built on the model and its embedding
+    layer (LayerAttnLRP: AttnLRP relevance of each response token's log
+    probability, one forward and one backward for all of them). For each
     response token the method explains its log probability given the
     prompt and the earlier response tokens; the embedding attributions
     are summed over the embedding dimension. ``token_attr`` has one row per
@@ -87,7 +90,7 @@ class LLMGradientAttribution(BaseLLMAttribution):
         torch.Size([2, 4])
     """
 
-    SUPPORTED_METHODS = (LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+    SUPPORTED_METHODS = (LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients, LayerAttnLRP)
     SUPPORTED_INPUTS = (TextTokenInput,)
 
     def __init__(self, attr_method: Attribution, tokenizer: Any) -> None:
