@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from ..._engine.errors import ArgumentValueError
 from ..base import Attribution
 from ..layer.activation import LayerGradientXActivation
-from ..relevance.attnlrp import LayerAttnLRP
 from ..layer.gradient_shap import LayerGradientShap
 from ..layer.path_integrals import LayerIntegratedGradients
+from ..relevance.attnlrp import LayerAttnLRP
 from .interpretable_input import InterpretableInput, TextTokenInput
 from .llm_attr import BaseLLMAttribution, _pieces
 from .llm_result import LLMAttributionResult
