@@ -45,7 +45,10 @@ def explained_scores(output: Any, target: Any, batch: int) -> tuple[Tensor, Tens
     """``(scores, chosen)``: one score per example and, for ``target=None``, the classes chosen."""
     logits = logits_of(output)
     parsed = target if isinstance(target, Target) else parse_target(target)
-    if logits.dim() == 3 and parsed.shared is not None and len(parsed.shared) == 2:
+    full_index = (parsed.shared is not None and len(parsed.shared) == 2) or (
+        parsed.per_example is not None and parsed.per_example.dim() == 2 and parsed.per_example.shape[1] == 2
+    )
+    if logits.dim() == 3 and full_index:  # (position, class) per example or shared
         return scalar_per_example(parsed.select(logits), batch), None
     if logits.dim() == 3:
         logits = logits[:, -1]
