@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .overrides import call_argument, see_inside
+
 SDPA_FUNCTIONS: tuple[Callable, ...] = (F.scaled_dot_product_attention,)
 
 _SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -142,10 +144,6 @@ class AttentionRecorder:
         return probabilities
 
 
-def _softmax_dim(args: tuple, kwargs: dict) -> Any:
-    return kwargs["dim"] if "dim" in kwargs else (args[1] if len(args) > 1 else None)
-
-
 def attention_rules(
     on_map: Callable[[Tensor], Tensor] | None = None,
     matmul: Callable[[Tensor, Tensor], Tensor] = torch.matmul,
@@ -156,8 +154,6 @@ def attention_rules(
     attribution method can put its own backward rule on it; ``on_map`` sees
     (and may replace) every attention map, ``(batch, heads, queries, keys)``.
     """
-    from .overrides import see_inside
-
     heads: list[int] = []
 
     def softmax(scores: Tensor) -> Tensor:
@@ -178,7 +174,7 @@ def attention_rules(
 
     def map_softmax(func, args, kwargs):
         out = func(*args, **kwargs)
-        dim = _softmax_dim(args, kwargs)
+        dim = call_argument(args, kwargs, 1, "dim")
         if not isinstance(out, Tensor) or dim not in (-1, out.dim() - 1):
             return out
         if out.dim() == 4:

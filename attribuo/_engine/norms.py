@@ -16,14 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .overrides import call_argument
+
 # normalise(x, dims, eps, centre): (x - mean if centre) / sqrt(mean square + eps) over dims
 Normalise = Callable[[Tensor, tuple, float, bool], Tensor]
 
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
-    if name in kwargs:
-        return kwargs[name]
-    return args[index] if len(args) > index else default
 
 
 def _last_dims(shape: Any) -> tuple[int, ...]:
@@ -60,21 +57,21 @@ class NormCall:
 
 def _layer(args: tuple, kwargs: dict) -> NormCall:
     return NormCall(
-        args[0], "layer", _last_dims(_arg(args, kwargs, 1, "normalized_shape")), _arg(args, kwargs, 4, "eps", 1e-5),
-        _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias"),
+        args[0], "layer", _last_dims(call_argument(args, kwargs, 1, "normalized_shape")), call_argument(args, kwargs, 4, "eps", 1e-5),
+        call_argument(args, kwargs, 2, "weight"), call_argument(args, kwargs, 3, "bias"),
     )
 
 
 def _rms(args: tuple, kwargs: dict) -> NormCall:
-    x, eps = args[0], _arg(args, kwargs, 3, "eps")
+    x, eps = args[0], call_argument(args, kwargs, 3, "eps")
     eps = torch.finfo(x.dtype).eps if eps is None else eps
-    return NormCall(x, "rms", _last_dims(_arg(args, kwargs, 1, "normalized_shape")), eps, _arg(args, kwargs, 2, "weight"), None)
+    return NormCall(x, "rms", _last_dims(call_argument(args, kwargs, 1, "normalized_shape")), eps, call_argument(args, kwargs, 2, "weight"), None)
 
 
 def _group(args: tuple, kwargs: dict) -> NormCall:
     return NormCall(
-        args[0], "group", (-1,), _arg(args, kwargs, 4, "eps", 1e-5), _arg(args, kwargs, 2, "weight"),
-        _arg(args, kwargs, 3, "bias"), int(_arg(args, kwargs, 1, "num_groups")),
+        args[0], "group", (-1,), call_argument(args, kwargs, 4, "eps", 1e-5), call_argument(args, kwargs, 2, "weight"),
+        call_argument(args, kwargs, 3, "bias"), int(call_argument(args, kwargs, 1, "num_groups")),
     )
 
 

@@ -42,6 +42,18 @@ class _RuleMode(TorchFunctionMode):
         return rule(func, args, kwargs)
 
 
+def call_argument(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    """The argument a rule's call got at position ``index`` or as keyword ``name``, else ``default``.
+
+    Example:
+        >>> call_argument((1, 2), {"dim": 0}, 2, "dim")
+        0
+    """
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
 _CURRENT: ContextVar[Mapping[Callable, Rule] | None] = ContextVar("attribuo_rules", default=None)
 
 

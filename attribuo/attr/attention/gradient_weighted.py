@@ -93,8 +93,9 @@ class AttentionRelevance(GradientAttribution):
         if self.variant == "generic":
             weights = plain.maps
         else:
-            layer = None if all(x.is_floating_point() for x in xs) else input_embedding(model)
-            if layer is None and not all(x.is_floating_point() for x in xs):
+            tokens = not all(x.is_floating_point() for x in xs)
+            layer = input_embedding(model) if tokens else None
+            if tokens and layer is None:
                 raise ArgumentValueError(
                     "the transformer_attribution variant with token ids needs the model's embedding module; "
                     "pass `model=` (or use variant='generic')"

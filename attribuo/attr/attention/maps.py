@@ -123,31 +123,34 @@ def is_causal(maps: list[Tensor]) -> bool:
     return all(bool((m[..., upper] == 0).all()) for m in maps)
 
 
+def query_position(maps: list[Tensor], position: int | None) -> int:
+    """The explained token's index: ``position``, or by default the last token for causal
+    (decoder) models and the first ([CLS]) otherwise."""
+    length = maps[0].shape[-1]
+    if position is None:
+        return length - 1 if is_causal(maps) else 0
+    if not isinstance(position, int) or isinstance(position, bool) or not -length <= position < length:
+        raise ArgumentValueError(f"`position` must be an int in [-{length}, {length}), got {position!r}")
+    return position % length
+
+
+def per_input(scores: Tensor, inputs: tuple[Tensor, ...], model: Any) -> Tensor:
+    """``scores`` (batch, tokens) as reported: for pixel inputs the leading special tokens
+    ([CLS], distillation) are dropped so that one score per patch remains."""
+    first, length = inputs[0], scores.shape[-1]
+    if not (first.is_floating_point() and first.dim() == 4):
+        return scores
+    config = getattr(model, "config", None)
+    size, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    patches = (size // patch) ** 2 if isinstance(size, int) and isinstance(patch, int) else length - 1
+    return scores[:, length - patches :]
+
+
 def report(
     relevance: Tensor, maps: list[Tensor], inputs: tuple[Tensor, ...], position: int | None, model: Any
 ) -> Tensor:
-    """The row of ``relevance`` (batch, tokens, tokens) at the explained position; patches only for images.
-
-    ``position`` None means the last token for causal (decoder) models and the
-    first ([CLS]) otherwise. For pixel inputs the leading special tokens
-    ([CLS], distillation) are dropped so that one score per patch remains.
-    """
-    length = relevance.shape[-1]
-    if position is None:
-        position = length - 1 if is_causal(maps) else 0
-    if not isinstance(position, int) or isinstance(position, bool) or not -length <= position < length:
-        raise ArgumentValueError(f"`position` must be an int in [-{length}, {length}), got {position!r}")
-    row = relevance[:, position]
-    first = inputs[0]
-    if first.is_floating_point() and first.dim() == 4:
-        config = getattr(model, "config", None)
-        size, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
-        if isinstance(size, int) and isinstance(patch, int):
-            patches = (size // patch) ** 2
-        else:
-            patches = length - 1
-        row = row[:, length - patches :]
-    return row
+    """The row of ``relevance`` (batch, tokens, tokens) at the explained position, per input token or patch."""
+    return per_input(relevance[:, query_position(maps, position)], inputs, model)
 
 
 def check_model(forward_func: Any) -> None:

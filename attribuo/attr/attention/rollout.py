@@ -10,9 +10,18 @@ import torch
 from torch import Tensor
 
 from ..._engine.errors import ArgumentValueError
+from ..._engine.hooks import modules_of
 from ..._engine.inputs import as_tuple
 from ..base import Attribution
-from .maps import check_model, check_square, collect_maps, fuse_heads, report
+from .maps import (
+    check_model,
+    check_square,
+    collect_maps,
+    fuse_heads,
+    per_input,
+    query_position,
+    report,
+)
 
 
 def residual_attention(maps: list[Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0) -> list[Tensor]:
@@ -100,7 +109,7 @@ class AttentionRollout(Attribution):
         maps = collect_maps(self.forward_func, inputs, None, additional_forward_args).maps
         check_square(maps)
         total = rollout(residual_attention(maps, self.head_fusion, self.discard_ratio))
-        return report(total, maps, as_tuple(inputs), position, self.forward_func)
+        return report(total, maps, as_tuple(inputs), position, modules_of(self.forward_func))
 
 
 def _max_flow_scores(layers: list[np.ndarray], sink: int, scale: float) -> np.ndarray:
@@ -165,23 +174,10 @@ class AttentionFlow(AttentionRollout):
             raise ImportError("AttentionFlow needs SciPy: pip install 'attribuo[attention]'") from error
         maps = collect_maps(self.forward_func, inputs, None, additional_forward_args).maps
         length = check_square(maps)
-        layers = residual_attention(maps, self.head_fusion, self.discard_ratio)
-        probe = rollout(layers)
-        rows = report(probe, maps, as_tuple(inputs), position, self.forward_func)
-        sink = _resolved_position(position, maps, length)
-        flows = []
-        for b in range(probe.shape[0]):
-            per_layer = [a[b].cpu().numpy() for a in layers]
-            flows.append(_max_flow_scores(per_layer, sink, float(self.resolution)))
-        flow = torch.as_tensor(np.stack(flows) if flows else np.zeros((0, length)), dtype=torch.float64, device=probe.device)
-        return flow[:, length - rows.shape[1] :]
-
-
-def _resolved_position(position: int | None, maps: list[Tensor], length: int) -> int:
-    from .maps import is_causal
-
-    if position is None:
-        return length - 1 if is_causal(maps) else 0
-    return position % length
+        layers = [a.cpu().numpy() for a in residual_attention(maps, self.head_fusion, self.discard_ratio)]
+        sink = query_position(maps, position)
+        flows = [_max_flow_scores([a[b] for a in layers], sink, float(self.resolution)) for b in range(len(layers[0]))]
+        flow = torch.as_tensor(np.stack(flows) if flows else np.zeros((0, length)), dtype=torch.float64, device=maps[0].device)
+        return per_input(flow, as_tuple(inputs), modules_of(self.forward_func))
 
 

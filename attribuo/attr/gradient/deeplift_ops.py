@@ -52,7 +52,7 @@ from torch import Tensor
 from ..._engine.attention import SDPA_FUNCTIONS, decomposed_attention, sdpa_call
 from ..._engine.dependence import Dependence
 from ..._engine.norms import NORM_FUNCTIONS, norm_call
-from ..._engine.overrides import Rule, see_inside
+from ..._engine.overrides import Rule, call_argument, see_inside
 
 # ------------------------------------------------------------ element-wise
 
@@ -115,7 +115,7 @@ def _same_call(func: Callable) -> _Unary:
 
 def _power(args: tuple, kwargs: dict) -> tuple[Any, Callable[[Tensor], Tensor]] | None:
     base = kwargs.get("input", args[0] if args else None)
-    exponent = kwargs.get("exponent", args[1] if len(args) > 1 else None)
+    exponent = call_argument(args, kwargs, 1, "exponent", None)
     if isinstance(base, Tensor) and _scalar(exponent):
         return base, lambda z: torch.pow(z, exponent)
     if _scalar(base) and isinstance(exponent, Tensor):  # torch.pow(2, z)
@@ -398,7 +398,7 @@ class TransformerRescale:
         return (added if beta == 1 else beta * added) + (scores if alpha == 1 else alpha * scores)
 
     def _divide(self, func, args, kwargs):
-        divisor = kwargs.get("other", args[1] if len(args) > 1 else None)
+        divisor = call_argument(args, kwargs, 1, "other", None)
         if kwargs.get("rounding_mode") is not None or "out" in kwargs or not self.carries(divisor):
             return func(*args, **kwargs)
         return self.divide(args[0], divisor)
@@ -412,8 +412,8 @@ class TransformerRescale:
     def _extremum(self, sign: float) -> Rule:
         # min(z) = -max(-z): one rule for both
         def rule(func, args, kwargs):
-            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
-            keepdim = bool(kwargs.get("keepdim", args[2] if len(args) > 2 else False))
+            dim = call_argument(args, kwargs, 1, "dim", None)
+            keepdim = bool(call_argument(args, kwargs, 2, "keepdim", False))
             z = args[0]
             if not isinstance(dim, int) or isinstance(dim, bool) or "out" in kwargs or not self.carries(z, _label(func)):
                 return func(*args, **kwargs)
@@ -436,7 +436,7 @@ class TransformerRescale:
 
     def _softmax(self, func, args, kwargs):
         z = args[0]
-        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        dim = call_argument(args, kwargs, 1, "dim", None)
         dtype = kwargs.get("dtype", None)
         if not isinstance(z, Tensor) or z.dim() < 3 or dim not in (-1, z.dim() - 1) or not self.carries(z):
             return None  # not an attention softmax: the caller's rule decides

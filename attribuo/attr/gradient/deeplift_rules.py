@@ -29,17 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..._engine.overrides import Rule
+from ..._engine.overrides import Rule, call_argument
 from .deeplift_ops import COVERED, TransformerRescale, before
 
 # ---------------------------------------------------------------- helpers
 
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
-    """The argument at ``index`` / keyword ``name`` of a call, or ``default``."""
-    if name in kwargs:
-        return kwargs[name]
-    return args[index] if len(args) > index else default
 
 
 def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -157,7 +151,7 @@ def _always(func, args, kwargs) -> bool:
 
 def _flag_at(index: int) -> Callable[[Callable, tuple, dict], bool]:
     def inplace(func, args, kwargs) -> bool:
-        return bool(_arg(args, kwargs, index, "inplace", False))
+        return bool(call_argument(args, kwargs, index, "inplace", False))
 
     return inplace
 
@@ -175,7 +169,7 @@ def _relu_slope(z, out, args, kwargs):
 
 
 def _elu_alpha(args, kwargs) -> float:
-    return _arg(args, kwargs, 1, "alpha", 1.0)
+    return call_argument(args, kwargs, 1, "alpha", 1.0)
 
 
 def _elu_value(z, args, kwargs):
@@ -188,7 +182,7 @@ def _elu_slope(z, out, args, kwargs):
 
 
 def _leaky_slope_of(args, kwargs) -> float:
-    return _arg(args, kwargs, 1, "negative_slope", 0.01)
+    return call_argument(args, kwargs, 1, "negative_slope", 0.01)
 
 
 def _leaky_value(z, args, kwargs):
@@ -217,7 +211,7 @@ def _tanh_slope(z, out, args, kwargs):
 
 
 def _softplus_params(args, kwargs) -> tuple[float, float]:
-    return _arg(args, kwargs, 1, "beta", 1.0), _arg(args, kwargs, 2, "threshold", 20.0)
+    return call_argument(args, kwargs, 1, "beta", 1.0), call_argument(args, kwargs, 2, "threshold", 20.0)
 
 
 def _softplus_value(z, args, kwargs):
@@ -298,8 +292,8 @@ def _implicit_softmax_dim(ndim: int) -> int:
 def _softmax_rule(dtype_index: int) -> Callable[[Callable, tuple, dict], tuple[Tensor, int] | None]:
     def parse(func, args, kwargs):
         z = args[0]
-        dim = _arg(args, kwargs, 1, "dim", None)
-        dtype = _arg(args, kwargs, dtype_index, "dtype", None)
+        dim = call_argument(args, kwargs, 1, "dim", None)
+        dtype = call_argument(args, kwargs, dtype_index, "dtype", None)
         if not isinstance(dim, int) and dim is not None:
             return None  # named dims: leave to torch
         if dtype is not None:
@@ -413,7 +407,7 @@ class _Pool:
 
 
 def _flag_return_indices(args, kwargs) -> bool:
-    return bool(_arg(args, kwargs, 6, "return_indices", False))
+    return bool(call_argument(args, kwargs, 6, "return_indices", False))
 
 
 def _pools() -> dict[Callable, _Pool]:
@@ -435,7 +429,7 @@ POOLS = _pools()
 
 
 def _pool_params(args: tuple, kwargs: dict) -> tuple:
-    params = [_arg(args, kwargs, i + 1, n, d) for i, (n, d) in enumerate(zip(_POOL_ARGS, _POOL_DEFAULTS))]
+    params = [call_argument(args, kwargs, i + 1, n, d) for i, (n, d) in enumerate(zip(_POOL_ARGS, _POOL_DEFAULTS))]
     if isinstance(params[1], (list, tuple)) and len(params[1]) == 0:
         params[1] = None  # ATen spells "stride = kernel size" as []
     return tuple(params)

@@ -143,8 +143,10 @@ def check_attention_rule(rule: Any) -> str:
     return rule
 
 
-def _delta(relevance: tuple[Tensor, ...], scores: Tensor) -> Tensor:
-    return scores.reshape(-1) - sum(rows(r).sum(1) for r in relevance).reshape(-1)
+def relevance_delta(relevance: TensorOrTuple, scores: Tensor) -> Tensor:
+    """Per example: the explained score minus the sum of all relevances (Captum's sign)."""
+    parts = relevance if isinstance(relevance, tuple) else (relevance,)
+    return scores.reshape(-1) - sum(rows(r).sum(1) for r in parts).reshape(-1)
 
 
 def _configure(method: Any, composite: Any, attention_rule: str, model: nn.Module | None) -> None:
@@ -232,7 +234,7 @@ class AttnLRP(GradientAttribution):
         )
         attributions = restore_form(is_tuple(inputs), result.relevance)
         if return_convergence_delta:
-            return attributions, _delta(result.relevance, result.scores)
+            return attributions, relevance_delta(result.relevance, result.scores)
         return attributions
 
 
@@ -297,5 +299,5 @@ class LayerAttnLRP(LayerAttribution, GradientAttribution):
         )
         (relevance,) = result.relevance
         if return_convergence_delta:
-            return relevance, _delta(result.relevance, result.scores)
+            return relevance, relevance_delta(result.relevance, result.scores)
         return relevance

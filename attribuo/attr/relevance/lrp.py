@@ -9,18 +9,12 @@ from torch import Tensor, nn
 
 from ..._engine.call import parse_call
 from ..._engine.errors import ArgumentTypeError
-from ..._engine.inputs import is_tuple, restore_form, rows
+from ..._engine.inputs import is_tuple, restore_form
 from ..base import Attribution, GradientAttribution
-from .attnlrp import attnlrp_relevance
+from .attnlrp import attnlrp_relevance, relevance_delta
 from .propagation import check_rules, lrp_relevance
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
-
-
-def _delta(attributions: TensorOrTuple, output: Tensor) -> Tensor:
-    attrs = attributions if isinstance(attributions, tuple) else (attributions,)
-    total = sum(rows(a).sum(1) for a in attrs)
-    return output.flatten() - total.flatten()
 
 
 class LRP(GradientAttribution):
@@ -102,4 +96,4 @@ class LRP(GradientAttribution):
 
     def compute_convergence_delta(self, attributions: TensorOrTuple, output: Tensor) -> Tensor:  # type: ignore[override]
         """Per example: ``output`` minus the sum of all attributions (Captum's sign)."""
-        return _delta(attributions, output)
+        return relevance_delta(attributions, output)

@@ -55,7 +55,7 @@ from ..._engine.dependence import Dependence
 from ..._engine.errors import ArgumentTypeError
 from ..._engine.hooks import forward_hooks, forward_pre_hooks
 from ..._engine.norms import NORM_FUNCTIONS, norm_call
-from ..._engine.overrides import Rule
+from ..._engine.overrides import Rule, call_argument
 from .rules import LayerCall, PropagationRule
 
 
@@ -135,11 +135,6 @@ class TransformerState:
     depth: int = 0
 
 
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
-    if name in kwargs:
-        return kwargs[name]
-    return args[index] if len(args) > index else default
-
 
 ELEMENTWISE_FUNCTIONS: tuple[Callable, ...] = tuple(
     f
@@ -208,7 +203,7 @@ def _norm(func, args, kwargs):
 
 def _normalize(func, args, kwargs):
     x = args[0]
-    p, dim, eps = _arg(args, kwargs, 1, "p", 2.0), _arg(args, kwargs, 2, "dim", 1), _arg(args, kwargs, 3, "eps", 1e-12)
+    p, dim, eps = call_argument(args, kwargs, 1, "p", 2.0), call_argument(args, kwargs, 2, "dim", 1), call_argument(args, kwargs, 3, "eps", 1e-12)
     norm = torch.linalg.vector_norm(x, p, dim, keepdim=True).clamp_min(eps).detach()
     return x / norm
 
@@ -245,7 +240,7 @@ def transformer_rules(state: TransformerState) -> dict[Callable, Rule]:
         return _IdentityRule.apply(x, out)
 
     def divide(func, args, kwargs):
-        divisor = _arg(args, kwargs, 1, "other")
+        divisor = call_argument(args, kwargs, 1, "other")
         if depends(divisor):
             if "other" in kwargs:
                 kwargs = {**kwargs, "other": divisor.detach()}
@@ -263,7 +258,7 @@ def transformer_rules(state: TransformerState) -> dict[Callable, Rule]:
         return _detached(out) if depends(args[0]) else out
 
     def power(func, args, kwargs):
-        exponent = _arg(args, kwargs, 1, "exponent")
+        exponent = call_argument(args, kwargs, 1, "exponent")
         out = func(*args, **kwargs)
         shrinking = isinstance(exponent, (int, float)) and exponent < 1 and exponent != 0
         return out.detach() if shrinking and depends(args[0]) else out
