@@ -5,3 +5,11 @@ from . import _compat
 __version__ = "0.1.0"
 
 _compat.install()
+
+
+def __getattr__(name: str):  # compile_forward, re-exported lazily: `import attribuo` stays torch-free
+    if name == "compile_forward":
+        from .compiled import compile_forward
+
+        return compile_forward
+    raise AttributeError(f"module 'attribuo' has no attribute {name!r}")

@@ -18,6 +18,7 @@ of one example creates (:func:`activation_bytes`, budget
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -122,6 +123,59 @@ def activation_bytes(forward_func: Callable, inputs: tuple[Tensor, ...], args: t
     except Exception:  # noqa: BLE001 (no estimate; the method's own forward reports the error)
         return 0
     return tally.total if grad else 2 * tally.largest
+
+
+# Probe results per model and input signature. The probe is a whole forward (a tenth of a
+# path method's time on a small CNN); repeated calls on the same model and shapes (a loop
+# over a data set) need it once. Weak keys: a model is not kept alive.
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def remembered_activation_bytes(forward_func: Callable, inputs: tuple[Tensor, ...], args: tuple, grad: bool) -> int:
+    """:func:`activation_bytes`, probed once per ``nn.Module``, mode, modules and input signature.
+
+    Only an estimate for chunk sizes depends on it, never a result. Other
+    forward functions (wrappers rebuilt per call) are probed every time.
+
+    Example:
+        >>> net = torch.nn.Linear(3, 5)
+        >>> remembered_activation_bytes(net, (torch.ones(2, 3),), (), grad=True)  # one [2, 5] output
+        40
+    """
+    key = _probe_key(forward_func, inputs, args)
+    if key is None:
+        return activation_bytes(forward_func, inputs, args, grad)
+    entries = _PROBES.setdefault(forward_func, {})
+    known = entries.get((key, grad))
+    if known is None:
+        known = activation_bytes(forward_func, inputs, args, grad)
+        if known:  # no estimate (a failed forward) is not remembered
+            if len(entries) >= 16:  # many shapes (variable-length batches): keep the newest
+                entries.pop(next(iter(entries)))
+            entries[(key, grad)] = known
+    return known
+
+
+def _signature(value: object) -> object:
+    if isinstance(value, Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device, value.requires_grad)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError  # anything else may change the forward: no caching
+
+
+def _probe_key(forward_func: Callable, inputs: tuple[Tensor, ...], args: tuple) -> tuple | None:
+    """What the probe's result depends on, or None when it cannot be told cheaply."""
+    try:
+        weakref.ref(forward_func)
+        values = tuple(_signature(v) for v in (*inputs, *args))
+    except TypeError:
+        return None
+    if not isinstance(forward_func, torch.nn.Module):
+        return None  # a bound method or wrapper is rebuilt per call; a cache would only grow
+    # A change of mode or of the modules (a layer swapped in) changes the activations.
+    state = tuple((id(m), m.training) for m in forward_func.modules())
+    return values, state
 
 
 def _probeable(forward_func: Callable) -> bool:

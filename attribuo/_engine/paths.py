@@ -12,17 +12,18 @@ influence and conductance).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .batching import (
-    activation_bytes,
     bytes_per_copy,
     capped_by_activations,
     chunk_ranges,
     chunk_size,
+    remembered_activation_bytes,
 )
 from .call import Call
 from .errors import ArgumentValueError
@@ -42,8 +43,8 @@ def path_weights(method: str, n_steps: int) -> tuple[list[float], list[float]]:
     """``(alphas, weights)`` of the quadrature rule ``method`` with ``n_steps`` points."""
     positive_int(n_steps, "n_steps")
     if method == "gausslegendre":
-        nodes, w = np.polynomial.legendre.leggauss(n_steps)
-        return list(0.5 * (nodes + 1)), list(0.5 * w)
+        alphas, weights = _gauss_legendre(n_steps)
+        return list(alphas), list(weights)
     if method not in PATH_METHODS:
         raise ArgumentValueError(f"`method` must be one of {PATH_METHODS}, got {method!r}")
     if n_steps < 2:
@@ -61,6 +62,14 @@ def path_weights(method: str, n_steps: int) -> tuple[list[float], list[float]]:
     else:
         alphas = torch.linspace(1 / (2 * n_steps), 1 - 1 / (2 * n_steps), n_steps)
     return alphas.tolist(), weights
+
+
+@lru_cache(maxsize=64)
+def _gauss_legendre(n_steps: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # numpy's leggauss solves an eigenproblem (about 0.3 ms at 20 points), and every
+    # path call asks at least twice: once to validate, once to run.
+    nodes, w = np.polynomial.legendre.leggauss(n_steps)
+    return tuple(0.5 * (nodes + 1)), tuple(0.5 * w)
 
 
 def path_points(
@@ -97,7 +106,7 @@ def path_chunks(
         len(alphas), bytes_per_copy(call.inputs), examples=internal_batch_size, batch=call.batch
     )
     if internal_batch_size is None and size > 1:
-        size = capped_by_activations(size, activation_bytes(forward_func, call.inputs, call.args, grad=True))
+        size = capped_by_activations(size, remembered_activation_bytes(forward_func, call.inputs, call.args, grad=True))
     for lo, hi in chunk_ranges(len(alphas), size):
         points = path_points(starts, call.inputs, alphas[lo:hi])
         if differentiable:

@@ -34,6 +34,7 @@ from .baselines import full_baselines
 from .batching import activation_bytes, bytes_per_copy, capped_by_activations, chunk_size
 from .call import Call
 from .errors import ArgumentTypeError, ArgumentValueError
+from .incremental import IncrementalForward
 from .inputs import positive_int
 
 Masks = tuple[Tensor, ...]
@@ -118,6 +119,9 @@ def feature_order(masks: Masks) -> Tensor:
     Ids of input 0 (ascending) come first, then ids first seen in input 1,
     and so on. The order matters only where randomness is drawn per feature.
     """
+    default = _numbered_in_order(masks)
+    if default is not None:  # ids 0..E-1 in element order (the default masks): already sorted
+        return torch.arange(default)
     per_input = [torch.unique(m.cpu()) for m in masks if m.numel()]
     if not per_input:
         return torch.zeros(0, dtype=torch.long)
@@ -128,8 +132,19 @@ def feature_order(masks: Masks) -> Tensor:
     return ids[torch.argsort(first)]
 
 
+def _numbered_in_order(masks: Masks) -> int | None:
+    """``E`` when the (one-row) masks hold ids ``0..E-1`` in element order, else None."""
+    present = [m for m in masks if m.numel()]
+    if not present or any(m.shape[0] != 1 for m in present):
+        return None
+    flat = torch.cat([m.reshape(-1) for m in present]).cpu()
+    return flat.numel() if bool((flat == torch.arange(flat.numel())).all()) else None
+
+
 def positions(masks: Masks, order: Tensor) -> Masks:
     """Each element's position in ``order`` (ids replaced by 0..F-1)."""
+    if _numbered_in_order(masks) == order.numel() and bool((order == torch.arange(order.numel())).all()):
+        return masks  # every id is its own position
     sorted_ids, perm = torch.sort(order)
     out = []
     for m in masks:
@@ -319,6 +334,11 @@ def evaluate_perturbations(
     into one call; otherwise the memory budget decides. A forward function
     whose output does not grow with its batch (one value per batch) gets
     one perturbation per call; an explicit request for more is an error.
+
+    A model (``nn.Module``) of one image input gets its chunks through
+    :class:`~.incremental.IncrementalForward`: copies that change only a
+    small box are computed over that box's receptive field alone, with the
+    plain forward wherever that does not apply.
     """
     n_out = initial.numel()
     if perturbations_per_eval is not None:
@@ -335,13 +355,14 @@ def evaluate_perturbations(
     # a multiple of its input bytes against the budget (measured: 32x32 CNNs, MLPs)
     size = 1 if aggregate else chunk_size(
         total,
-        bytes_per_copy(call.inputs) * perturbation_cost(call.inputs),
+        bytes_per_copy(call.inputs) * _copy_cost(forward_func, call.inputs),
         items=perturbations_per_eval,
         name="perturbations_per_eval",
     )
     if perturbations_per_eval is None and size > 1:  # models whose activations dwarf their input
         size = capped_by_activations(size, activation_bytes(forward_func, call.inputs, call.args, grad=False))
     bar = _progress(show_progress, desc, 1 + -(-total // max(size, 1)))
+    chunk_forward = _chunk_forward(forward_func, call, total, aggregate)
     checked = size == 1
     start = 0
     try:
@@ -349,7 +370,7 @@ def evaluate_perturbations(
             while start < total:
                 stop = min(start + size, total)
                 copies, payload = make(start, stop)
-                out = as_output_tensor(call.expanded(stop - start, inputs=copies).forward(forward_func))
+                out = as_output_tensor(call.expanded(stop - start, inputs=copies).forward(chunk_forward))
                 if not checked:
                     if out.dim() == 0 or out.numel() != (stop - start) * n_out:
                         if perturbations_per_eval is not None:
@@ -375,6 +396,27 @@ def evaluate_perturbations(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _copy_cost(forward_func: Callable, inputs: tuple[Tensor, ...]) -> int:
+    """The budget charge per input byte of one copy.
+
+    A layer's values with the model before the layer computed once per chunk
+    (``reuses_prefix``) run only the rest of the model per copy, and are
+    often far larger than the model's input: charged as on other devices
+    (the activation cap below still bounds the chunk).
+    """
+    if getattr(forward_func, "reuses_prefix", False):
+        return DEFAULT_COST
+    return perturbation_cost(inputs)
+
+
+def _chunk_forward(forward_func: Callable, call: Call, total: int, aggregate: bool) -> Callable:
+    """The forward function for chunks of copies: incremental on images where that applies."""
+    if aggregate or total < 4 or len(call.inputs) != 1 or call.args:
+        return forward_func
+    fast = IncrementalForward.build(forward_func, call.inputs[0])
+    return forward_func if fast is None else fast
 
 
 def _progress(show: bool, desc: str, total: int):

@@ -155,13 +155,18 @@ def capture(
 
 @contextmanager
 def replacing_all(
-    layers: Sequence[nn.Module], values: Sequence[tuple[Tensor, ...]], use_input: bool = False
+    layers: Sequence[nn.Module],
+    values: Sequence[tuple[Tensor, ...]],
+    use_input: bool = False,
+    times: int = 1,
 ) -> Iterator[list[Captured]]:
     """Substitute ``values[i]`` for the output (or input) of ``layers[i]`` during the block.
 
     The model continues on copies, so in-place operations after a layer
     (``nn.ReLU(inplace=True)``) neither fail on leaf tensors nor change the
-    caller's values.
+    caller's values. With ``times`` > 1 the values hold ``times`` copies of
+    the batch the layer sees (dim 0 ``times`` times as long): the forward ran
+    on the untiled inputs and only the part after the layer runs per copy.
     """
     records = [Captured() for _ in layers]
     forward, pre = [], []
@@ -171,7 +176,7 @@ def replacing_all(
             def pre_hook(module, args, vals=vals, record=record):
                 _single_call(record, module)
                 record.was_tuple = len(args) > 1
-                _check_shapes(args, vals, module)
+                _check_shapes(args, vals, module, times)
                 return tuple(v.clone() for v in vals)
 
             pre.append((layer, pre_hook))
@@ -179,7 +184,7 @@ def replacing_all(
             def hook(module, args, output, vals=vals, record=record):
                 _single_call(record, module)
                 current, record.was_tuple = _as_values(output, module, "output")
-                _check_shapes(current, vals, module)
+                _check_shapes(current, vals, module, times)
                 copies = tuple(v.clone() for v in vals)
                 return copies if record.was_tuple else copies[0]
 
@@ -188,11 +193,17 @@ def replacing_all(
         yield records
 
 
-def _check_shapes(current: Sequence[Tensor], values: Sequence[Tensor], module: nn.Module) -> None:
-    if len(current) != len(values) or any(c.shape != v.shape for c, v in zip(current, values)):
+def _check_shapes(
+    current: Sequence[Tensor], values: Sequence[Tensor], module: nn.Module, times: int = 1
+) -> None:
+    def expected(c: Tensor) -> tuple[int, ...]:
+        shape = tuple(getattr(c, "shape", ()))
+        return (shape[0] * times, *shape[1:]) if shape and times != 1 else shape
+
+    if len(current) != len(values) or any(tuple(v.shape) != expected(c) for c, v in zip(current, values)):
         raise ArgumentValueError(
             f"replacement values for layer {type(module).__name__} have shapes "
-            f"{[tuple(v.shape) for v in values]}, expected {[tuple(c.shape) for c in current]}"
+            f"{[tuple(v.shape) for v in values]}, expected {[expected(c) for c in current]}"
         )
 
 
@@ -257,6 +268,7 @@ def site_function(
     call: Call,
     use_input: bool = False,
     counts: Sequence[int] | None = None,
+    reuse_prefix: bool = False,
 ) -> Callable[..., Tensor]:
     """The model as a function of the site's values: ``g(*values) -> model output``.
 
@@ -266,10 +278,27 @@ def site_function(
     Pass ``g`` as the forward function of a primary method to attribute to
     the layer. ``layer`` may be a list of layers; ``counts[i]`` then says
     how many of ``values`` (in order) belong to ``layer[i]``.
+
+    With ``reuse_prefix`` the part of the model before the layer runs once
+    on the untiled inputs and only the rest runs per copy (see
+    :class:`PrefixReuse`); the outputs are the same. Only for callers that
+    evaluate copies independently (perturbations), not for methods that
+    pair the halves of a batch.
+
+    Example:
+        >>> import torch
+        >>> from attribuo._engine.call import parse_call
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> x = torch.rand(2, 3)
+        >>> g = site_function(net, net[0], parse_call(x), reuse_prefix=True)
+        >>> values = torch.rand(6, 4)  # three perturbed copies of the batch of 2
+        >>> torch.allclose(g(values), net[1:](values))
+        True
     """
     layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
     n = call.batch
     sizes = list(counts) if counts is not None else None
+    reuse = PrefixReuse(forward_func, layers, call, use_input) if reuse_prefix else None
 
     def g(*values: Tensor) -> Tensor:
         times = values[0].shape[0] // n if n else 1
@@ -278,13 +307,113 @@ def site_function(
                 f"layer values have batch {values[0].shape[0]}, not a multiple of the "
                 f"inputs' batch {n}"
             )
-        tiled = call.expanded(times)
         bounds = [0]
         for size in sizes or [len(values)]:
             bounds.append(bounds[-1] + size)
         per_layer = [tuple(values[a:b]) for a, b in zip(bounds, bounds[1:])]
-        with replacing_all(layers, per_layer, use_input):
-            return forward_func(*tiled.inputs, *tiled.args)
+        if reuse is not None and times > 1:
+            return reuse(per_layer, times)
+        return _tiled_forward(forward_func, layers, call, per_layer, use_input, times)
 
     g.wraps_forward = forward_func  # type: ignore[attr-defined]  # what the model is (batching probes)
+    g.reuses_prefix = reuse is not None  # type: ignore[attr-defined]  # a copy costs only the suffix
     return g
+
+
+def _tiled_forward(
+    forward_func: Callable, layers: list[nn.Module], call: Call,
+    per_layer: list[tuple[Tensor, ...]], use_input: bool, times: int,
+) -> Any:
+    """The whole model on ``times`` tiled copies of the inputs, the sites replaced."""
+    tiled = call.expanded(times)
+    with replacing_all(layers, per_layer, use_input):
+        return forward_func(*tiled.inputs, *tiled.args)
+
+
+class _NotReusable(Exception):
+    """The model's output under prefix reuse is not one row block per copy."""
+
+
+class PrefixReuse:
+    """Evaluate ``times`` replaced copies of a site with the prefix computed once.
+
+    The model before the site does not depend on the replacement values, so
+    it runs on the ``n`` untiled inputs and the site's hook hands the
+    ``times * n`` replacement values to the rest of the model. Tensors
+    computed before the site (residual skips, masks) and batched extra
+    arguments then have batch ``n`` where the rest of the model sees
+    ``times * n``; with ``n == 1`` broadcasting tiles them exactly, so for
+    ``n > 1`` a second mode runs each example on its own (prefix at batch 1,
+    the rest at batch ``times``). A model may still disagree (one that
+    reshapes with a batch size read from its input), so the first call
+    compares one copy with the plain tiled forward; on any error or
+    mismatch the modes are dropped and the plain forward runs from then on.
+    One instance serves one attribution (one thread).
+
+    Example:
+        >>> import torch
+        >>> from attribuo._engine.call import parse_call
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> reuse = PrefixReuse(net, [net[1]], parse_call(torch.rand(1, 3)))
+        >>> out = reuse([(torch.rand(5, 4),)], 5)  # five copies, one prefix forward
+        >>> out.shape, reuse.modes
+        (torch.Size([5, 2]), ['batch'])
+    """
+
+    def __init__(self, forward_func: Callable, layers: list[nn.Module], call: Call, use_input: bool = False) -> None:
+        self.forward_func, self.layers, self.call, self.use_input = forward_func, layers, call, use_input
+        # modes still worth trying, best first: the whole batch at once, then one example at a time
+        self.modes = ["batch", "each"] if call.batch > 1 else ["batch"]
+        self.checked = False
+
+    def __call__(self, per_layer: list[tuple[Tensor, ...]], times: int) -> Any:
+        while self.modes:
+            try:
+                out = self._run(self.modes[0], per_layer, times)
+                if self.checked or self._agrees(out, per_layer, times):
+                    self.checked = True
+                    return out
+            except Exception:  # noqa: BLE001 (this mode does not suit the model: the plain forward decides)
+                pass
+            self.modes.pop(0)
+            self.checked = False  # the next mode is compared on its first use too
+        return _tiled_forward(self.forward_func, self.layers, self.call, per_layer, self.use_input, times)
+
+    def _run(self, mode: str, per_layer: list[tuple[Tensor, ...]], times: int) -> Tensor:
+        if mode == "batch":
+            return self._prefix_once(self.call, per_layer, times)
+        n = self.call.batch
+        # example i's copies are rows i, n + i, 2n + i, ... of the copy-major values
+        outs = [
+            self._prefix_once(
+                self.call.take(i, i + 1),
+                [tuple(v.reshape(times, n, *v.shape[1:])[:, i] for v in vals) for vals in per_layer],
+                times,
+            )
+            for i in range(n)
+        ]
+        stacked = torch.stack(outs, 1)  # [times, n, ...]: back to copy-major order
+        return stacked.reshape(times * n, *stacked.shape[2:])
+
+    def _prefix_once(self, call: Call, per_layer: list[tuple[Tensor, ...]], times: int) -> Tensor:
+        with replacing_all(self.layers, per_layer, self.use_input, times=times) as records:
+            out = self.forward_func(*call.inputs, *call.args)
+        _require_called(records, self.layers)
+        if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != times * call.batch:
+            raise _NotReusable
+        return out
+
+    def _agrees(self, out: Tensor, per_layer: list[tuple[Tensor, ...]], times: int) -> bool:
+        """Whether the last copy of ``out`` is what the plain forward gives for it."""
+        n = self.call.batch
+        last = [tuple(v[(times - 1) * n :] for v in vals) for vals in per_layer]
+        plain = _tiled_forward(self.forward_func, self.layers, self.call, last, self.use_input, 1)
+        mine = out[(times - 1) * n :].detach()
+        if not isinstance(plain, Tensor) or plain.shape != mine.shape or plain.dtype != mine.dtype:
+            return False
+        plain = plain.detach()
+        if not plain.is_floating_point() and not plain.is_complex():
+            return bool(torch.equal(plain, mine))
+        # a different batch may round differently; a model mixing copies differs by far more
+        scale = float(plain.abs().nan_to_num(0, 0, 0).max()) if plain.numel() else 0.0
+        return bool(torch.allclose(mine, plain, rtol=1e-4, atol=1e-6 * max(1.0, scale), equal_nan=True))

@@ -64,7 +64,8 @@ def layer_conductance(evaluations: Evaluations) -> tuple[Tensor, ...]:
         if last is not None:  # the step from the previous chunk's last point
             grads = tuple(torch.cat([p[-1:], g]) for p, g in zip(last[0], grads))
             values = tuple(torch.cat([p[-1:], v]) for p, v in zip(last[1], values))
-        sums = [(g[:-1] * (v[1:] - v[:-1])).sum(0) for g, v in zip(grads, values)]
+        # the step differences are a fresh tensor: weight them in place (one allocation less)
+        sums = [(v[1:] - v[:-1]).mul_(g[:-1]).sum(0) for g, v in zip(grads, values)]
         totals = sums if not totals else [t + s for t, s in zip(totals, sums)]
         last = (grads, values)
     return tuple(totals)

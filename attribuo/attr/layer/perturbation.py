@@ -27,7 +27,9 @@ def _at_layer(
     layer = single_layer(method.layer, type(method))
     call = parse_call(inputs, None, additional_forward_args)
     (values,) = layer_values_at(method.forward_func, [layer], call, use_input)
-    return site_function(method.forward_func, layer, call, use_input), layer_form(values)
+    # copies are evaluated independently, so the model before the layer runs once per chunk
+    replaced = site_function(method.forward_func, layer, call, use_input, reuse_prefix=True)
+    return replaced, layer_form(values)
 
 
 class LayerFeatureAblation(LayerAttribution, PerturbationAttribution):

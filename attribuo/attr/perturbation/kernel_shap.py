@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .lime import Lime
 from .linear_models import SkLearnLinearRegression
+from .torch_stream import (
+    NORMAL_MARGIN,
+    Stream,
+    categorical,
+    categorical_words,
+    mirror_available,
+    normal_words,
+    normals,
+)
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
@@ -28,7 +38,14 @@ def kernel_shap_samples(
     drawn one after another, one sample at a time, from torch's global
     generator as Captum's per-example loop does, so a seed gives Captum's
     coalitions; ``after_each()`` runs after each group's samples (the draws
-    Captum's fit of one surrogate makes).
+    Captum's fit of one surrogate makes). With 16 features or more the
+    draws of a group are computed in bulk (:mod:`.torch_stream`); the
+    result and the generator's final state are those of the one-by-one calls.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> kernel_shap_samples(2, 5, 20, torch.device("cpu")).shape
+        torch.Size([2, 5, 20])
     """
     out = torch.zeros((groups, n_samples, count), dtype=torch.bool)
     out[:, 0] = True
@@ -38,22 +55,55 @@ def kernel_shap_samples(
         probs = torch.tensor(count - 1) / (k * (count - k))
         probs[0] = 0.0
         probs = (probs / probs.sum()).reshape(1, -1)  # what Categorical(probs).sample() draws from
+        # the normals of fewer than 16 features come from torch's scalar path (cached pairs)
+        draw = _draw_in_bulk if count >= 16 and mirror_available() else _draw_stepwise
     for g in range(groups):
         if rest > 0 and count > 1:
-            # the draws in Captum's order (a size, then F normals, per sample); the ranking after
-            sizes, values = [], []
-            for _ in range(rest):
-                sizes.append(torch.multinomial(probs, 1, True))
-                values.append(torch.randn(1, count))
-            drawn = torch.cat(values)
-            # the features above the (F - k)-th smallest value: the k largest (kthvalue's choice)
-            ranks = torch.argsort(torch.argsort(drawn, dim=1), dim=1)
-            out[g, 2:] = ranks >= count - torch.cat(sizes)
+            out[g, 2:] = draw(probs, rest, count)
         elif rest > 0:
             out[g, 2::2] = True  # a single feature: alternate between the two coalitions
         if after_each is not None:
             after_each()
     return out.to(device)
+
+
+def _members(drawn: Tensor, sizes: Tensor) -> Tensor:
+    """The features above the ``(F - k)``-th smallest draw of each row: the ``k`` largest."""
+    ranks = torch.argsort(torch.argsort(drawn, dim=1), dim=1)
+    return ranks >= drawn.shape[1] - sizes.reshape(-1, 1)
+
+
+def _draw_stepwise(probs: Tensor, rest: int, count: int, generator: torch.Generator | None = None) -> Tensor:
+    """``rest`` coalitions ``[rest, F]`` by Captum's own calls (a size, then F normals, per sample)."""
+    sizes, values = [], []
+    for _ in range(rest):
+        sizes.append(torch.multinomial(probs, 1, True, generator=generator))
+        values.append(torch.randn(1, count, generator=generator))
+    return _members(torch.cat(values), torch.cat(sizes))
+
+
+def _draw_in_bulk(probs: Tensor, rest: int, count: int) -> Tensor:
+    """The coalitions of :func:`_draw_stepwise`, from the generator's words read ahead in bulk."""
+    stream = Stream.from_torch()
+    size_words = categorical_words(count)
+    per = size_words + normal_words(count)
+    words = stream.words(rest * per).reshape(rest, per)
+    sizes, sure = categorical(words[:, :size_words], probs[0].double().numpy())
+    values = normals(words[:, size_words:], count)
+    sure &= (sizes >= 1) & (sizes < count)
+    sizes = np.clip(sizes, 1, count - 1)
+    # the size-th largest must stand clear of the next: rounding cannot swap them
+    ordered = np.sort(values, axis=1)
+    rows = np.arange(rest)
+    threshold = ordered[rows, count - sizes - 1]
+    sure &= ordered[rows, count - sizes] - threshold > NORMAL_MARGIN
+    chosen = torch.from_numpy(values > threshold[:, None])  # the k largest, where sure
+    for s in np.flatnonzero(~sure).tolist():  # rare: redrawn by torch itself from that sample's words
+        at = Stream(stream.state)  # the state the draws started from
+        at.words(s * per)
+        chosen[s] = _draw_stepwise(probs, 1, count, at.generator())[0]
+    stream.to_torch()
+    return chosen
 
 
 def kernel_shap_weights(samples: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ from ..._engine.perturb import (
 )
 from ..base import PerturbationAttribution
 from .linear_models import Model, SkLearnLasso
+from .threads import is_small_work, serial_threads
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
@@ -476,11 +477,13 @@ class Lime(LimeBase):
         if groups == 0:  # an empty batch: no example to fit a model to
             coefs = torch.zeros((0, count), dtype=dtype, device=xs[0].device)
         elif self._fast():
-            samples = self._samples(groups, n_samples, count, xs[0].device)
-            coefs = surrogate_coefficients(
-                self.forward_func, call, base, masks, samples, self.interpretable_model,
-                self._weights(samples), perturbations_per_eval, show_progress, self.get_name(),
-            )
+            # a small model's thousands of copies: one thread (see .threads)
+            with serial_threads(is_small_work(self.forward_func, xs, n_samples)):
+                samples = self._samples(groups, n_samples, count, xs[0].device)
+                coefs = surrogate_coefficients(
+                    self.forward_func, call, base, masks, samples, self.interpretable_model,
+                    self._weights(samples), perturbations_per_eval, show_progress, self.get_name(),
+                )
         else:
             coefs = self._per_group(call, base, masks, count, groups, n_samples,
                                     perturbations_per_eval, show_progress, kwargs)
