@@ -52,10 +52,25 @@ def block_index(top: Tensor, left: Tensor, height: int, width: int, row_len: int
 
 
 def gather_windows(flat: Tensor, index: Tensor, copies: int) -> Tensor:
-    """``flat`` ``[N, C, L]`` read at ``index`` ``[P, K]``: ``[P, N, C, K]``."""
-    picked = flat.index_select(2, index.reshape(-1))  # [N, C, P*K]
-    n, c = flat.shape[:2]
-    return picked.reshape(n, c, copies, -1).permute(2, 0, 1, 3)
+    """``flat`` ``[L, N * C]`` (positions major) read at ``index`` ``[P, K]``: ``[P, K, N * C]``.
+
+    Each position is one contiguous row of channels, so the gather copies
+    rows rather than single elements.
+    """
+    return flat.index_select(0, index.reshape(-1)).view(copies, -1, flat.shape[1])
+
+
+def as_copies(rows: Tensor, n: int, c: int, height: int, width: int) -> Tensor:
+    """``[P, height * width, N * C]`` as ``[P * N, C, height, width]`` (channels-last strides for one example)."""
+    p = rows.shape[0]
+    return rows.view(p, height, width, n, c).permute(0, 3, 4, 1, 2).reshape(p * n, c, height, width)
+
+
+def as_rows(values: Tensor, copies: int) -> Tensor:
+    """``[P * N, C, h, w]`` as ``[P, h * w, N * C]``."""
+    pn, c, h, w = values.shape
+    n = pn // copies
+    return values.reshape(copies, n, c, h * w).permute(0, 3, 1, 2).reshape(copies, h * w, n * c)
 
 
 def materialize(patch: Patch) -> Tensor:
@@ -80,7 +95,7 @@ def materialize(patch: Patch) -> Tensor:
 
 
 class PaddedBases:
-    """Bases padded with a fill value, flattened for gathering; kept across chunks."""
+    """Bases padded with a fill value, positions major (``[Hp * Wp, N * C]``), kept across chunks."""
 
     def __init__(self) -> None:
         self.cache: dict[tuple[int, int, int, float], Tensor] = {}
@@ -90,7 +105,8 @@ class PaddedBases:
         hit = self.cache.get(key)
         if hit is None:
             padded = F.pad(base, (pad_w, pad_w, pad_h, pad_h), value=fill) if pad_h or pad_w else base
-            hit = padded.reshape(base.shape[0], base.shape[1], -1)
+            n, c = base.shape[:2]
+            hit = padded.permute(2, 3, 0, 1).reshape(-1, n * c).contiguous()
             self.cache[key] = hit
         return hit
 
@@ -108,22 +124,21 @@ def window(patch: Patch, top: Tensor, left: Tensor, height: int, width: int, fil
     pad_w = max(0, -int(left.min()), int((left + width).max()) - w)
     flat = padded.get(base, pad_h, pad_w, fill)
     out = gather_windows(flat, block_index(top + pad_h, left + pad_w, height, width, w + 2 * pad_w), p)
-    out = out.reshape(p, n * c, height * width)
     # overlay the block where it overlaps the window
     bh, bw = values.shape[-2:]
     ry, rx = patch.top - top, patch.left - left
-    src = values.reshape(p, n * c, bh * bw).to(out.dtype)
+    src = as_rows(values, p).to(out.dtype)  # [P, bh * bw, N * C]
     if bool((ry >= 0).all() and (ry + bh <= height).all() and (rx >= 0).all() and (rx + bw <= width).all()):
         at = block_index(ry, rx, bh, bw, width)  # the usual case: the whole block lies in the window
-        out.scatter_(2, at[:, None, :].expand(p, n * c, -1), src)
-        return out.reshape(p * n, c, height, width)
-    dy = torch.arange(height, device=top.device)[None, :] - (patch.top - top)[:, None]  # [P, height]
-    dx = torch.arange(width, device=top.device)[None, :] - (patch.left - left)[:, None]
+        out.scatter_(1, at[:, :, None].expand(-1, -1, n * c), src)
+        return as_copies(out, n, c, height, width)
+    dy = torch.arange(height, device=top.device)[None, :] - ry[:, None]  # [P, height]
+    dx = torch.arange(width, device=top.device)[None, :] - rx[:, None]
     inside = ((dy >= 0) & (dy < bh))[:, :, None] & ((dx >= 0) & (dx < bw))[:, None, :]
     at = dy.clamp(0, bh - 1)[:, :, None] * bw + dx.clamp(0, bw - 1)[:, None, :]  # [P, height, width]
-    block = src.gather(2, at.reshape(p, 1, -1).expand(p, n * c, -1))
-    out = torch.where(inside.reshape(p, 1, -1), block, out)
-    return out.reshape(p * n, c, height, width)
+    block = src.gather(1, at.reshape(p, -1, 1).expand(-1, -1, n * c))
+    out = torch.where(inside.reshape(p, -1, 1), block, out)
+    return as_copies(out, n, c, height, width)
 
 
 def common_span(lo: Tensor, hi: Tensor, limit: int) -> tuple[Tensor, int]:

@@ -67,8 +67,13 @@ _ENABLED: ContextVar[bool] = ContextVar("attribuo_incremental", default=True)
 def incremental_evaluation(enabled: bool) -> Iterator[None]:
     """Allow (default) or forbid incremental evaluation of perturbed copies in this block.
 
+    Public as ``attribuo.incremental_evaluation``. Results agree either way
+    (to float rounding); turning it off gives the plain path, one batched
+    forward per chunk of perturbed copies, e.g. to time or debug it.
+
     Example:
-        >>> with incremental_evaluation(False):
+        >>> import attribuo
+        >>> with attribuo.incremental_evaluation(False):
         ...     pass  # perturbation methods here run one plain forward per chunk of copies
     """
     token = _ENABLED.set(bool(enabled))
@@ -279,8 +284,8 @@ class _Runner:
         n, c, h, w = patch.base.shape
         bh, bw = patch.values.shape[-2:]
         flat = self.padded.get(patch.base, 0, 0, 0.0)
-        before = gather_windows(flat, block_index(patch.top, patch.left, bh, bw, w), patch.copies)  # [P, N, C, K]
-        change = patch.values.reshape(patch.copies, n, c, -1).sum(3) - before.sum(3)
+        before = gather_windows(flat, block_index(patch.top, patch.left, bh, bw, w), patch.copies)  # [P, K, N*C]
+        change = (patch.values.reshape(patch.copies, n, c, -1).sum(3) - before.sum(1).view(patch.copies, n, c))
         out = out_base.unsqueeze(0) + (change / (h * w)).reshape((patch.copies,) + tuple(out_base.shape))
         return out.reshape((patch.copies * n,) + tuple(out_base.shape[1:]))
 

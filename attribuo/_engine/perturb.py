@@ -353,16 +353,16 @@ def evaluate_perturbations(
     # perturbed copies run through whole models whose activations are many times the input;
     # on CPUs forwards are fastest while those activations stay in cache, so a copy is charged
     # a multiple of its input bytes against the budget (measured: 32x32 CNNs, MLPs)
+    chunk_forward = _chunk_forward(forward_func, call, total, aggregate)
     size = 1 if aggregate else chunk_size(
         total,
-        bytes_per_copy(call.inputs) * _copy_cost(forward_func, call.inputs),
+        bytes_per_copy(call.inputs) * _copy_cost(chunk_forward, call.inputs),
         items=perturbations_per_eval,
         name="perturbations_per_eval",
     )
     if perturbations_per_eval is None and size > 1:  # models whose activations dwarf their input
         size = capped_by_activations(size, activation_bytes(forward_func, call.inputs, call.args, grad=False))
     bar = _progress(show_progress, desc, 1 + -(-total // max(size, 1)))
-    chunk_forward = _chunk_forward(forward_func, call, total, aggregate)
     checked = size == 1
     start = 0
     try:
@@ -403,10 +403,12 @@ def _copy_cost(forward_func: Callable, inputs: tuple[Tensor, ...]) -> int:
 
     A layer's values with the model before the layer computed once per chunk
     (``reuses_prefix``) run only the rest of the model per copy, and are
-    often far larger than the model's input: charged as on other devices
-    (the activation cap below still bounds the chunk).
+    often far larger than the model's input; copies evaluated incrementally
+    compute only small blocks. Both are charged as on other devices (the
+    activation cap below still bounds the chunk, also for chunks that the
+    incremental path hands to the plain model).
     """
-    if getattr(forward_func, "reuses_prefix", False):
+    if isinstance(forward_func, IncrementalForward) or getattr(forward_func, "reuses_prefix", False):
         return DEFAULT_COST
     return perturbation_cost(inputs)
 
