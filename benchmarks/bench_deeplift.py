@@ -9,15 +9,13 @@ with ``B`` baselines), already built.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from captum import attr as captum_attr
 from torch import nn
 
 from attribuo import attr as attribuo_attr
 
-from .harness import Case
+from .harness import Case, quiet
 
 BATCH = 16
 N_BASELINES = 4
@@ -44,15 +42,6 @@ def _floor(model: nn.Module, expanded: torch.Tensor, target: int):
     return run
 
 
-def _quiet(fn):
-    # Captum warns on every DeepLift call; keep the warning machinery out of the timing.
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn()
-
-    return run
-
 
 def cases() -> list[Case]:
     torch.manual_seed(0)
@@ -70,14 +59,14 @@ def cases() -> list[Case]:
     return [
         Case(
             f"DeepLift, batch {BATCH}",
-            _quiet(lambda: dl_a.attribute(x, base, target=target)),
-            _quiet(lambda: dl_c.attribute(x, base, target=target)),
+            quiet(lambda: dl_a.attribute(x, base, target=target)),
+            quiet(lambda: dl_c.attribute(x, base, target=target)),
             floor=_floor(model, pairs, target),
         ),
         Case(
             f"DeepLiftShap {N_BASELINES} baselines, batch {BATCH}",
-            _quiet(lambda: ds_a.attribute(x, dist, target=target)),
-            _quiet(lambda: ds_c.attribute(x, dist, target=target)),
+            quiet(lambda: ds_a.attribute(x, dist, target=target)),
+            quiet(lambda: ds_c.attribute(x, dist, target=target)),
             floor=_floor(model, shap_pairs, target),
             repeats=3,
         ),

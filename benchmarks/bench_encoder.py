@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .bench_perturbation import _floor
-from .harness import Case
+from .harness import Case, paired
 
 VOCAB, D_MODEL, HEADS, LAYERS, TOKENS, CLASSES = 1000, 128, 4, 4, 64, 5
 TARGET = 2
@@ -48,22 +48,6 @@ class TextEncoder(nn.Module):
         return self.body(self.emb(ids))
 
 
-def _quiet(fn):
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn()
-
-    return run
-
-
-def _pair(name: str, model: nn.Module, *init, **kwargs):
-    import captum.attr as ca
-
-    import attribuo.attr as aa
-
-    ours, theirs = getattr(aa, name)(model, *init), getattr(ca, name)(model, *init)
-    return _quiet(lambda: ours.attribute(**kwargs)), _quiet(lambda: theirs.attribute(**kwargs))
 
 
 def cases() -> list[Case]:
@@ -82,13 +66,13 @@ def cases() -> list[Case]:
         emb_args = {"inputs": embedded, "target": TARGET}
         rows = [
             (f"LayerIntegratedGradients embedding {tag}",
-             _pair("LayerIntegratedGradients", model, model.emb, inputs=ids, target=TARGET), None),
-            (f"Saliency embedded {tag}", _pair("Saliency", body, **emb_args), None),
-            (f"InputXGradient embedded {tag}", _pair("InputXGradient", body, **emb_args), None),
+             paired("LayerIntegratedGradients", model, model.emb, inputs=ids, target=TARGET), None),
+            (f"Saliency embedded {tag}", paired("Saliency", body, **emb_args), None),
+            (f"InputXGradient embedded {tag}", paired("InputXGradient", body, **emb_args), None),
             (f"FeatureAblation per token {tag}",
-             _pair("FeatureAblation", body, **emb_args, feature_mask=positions), _floor(body, embedded, TOKENS)),
+             paired("FeatureAblation", body, **emb_args, feature_mask=positions), _floor(body, embedded, TOKENS)),
             (f"LayerConductance layer 2 {tag} n20",
-             _pair("LayerConductance", body, body.encoder.layers[2], **emb_args, n_steps=20), None),
+             paired("LayerConductance", body, body.encoder.layers[2], **emb_args, n_steps=20), None),
         ]
         for name, (ours, theirs), floor in rows:
             out.append(Case(name, ours, theirs, floor=floor, repeats=3))

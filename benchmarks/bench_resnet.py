@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .bench_perturbation import _floor
-from .harness import Case
+from .harness import Case, paired
 
 TARGET = 3
 
@@ -79,23 +79,6 @@ def superpixels(size: int, cell: int) -> torch.Tensor:
     return (grid[:, None] * (size // cell) + grid[None, :]).reshape(1, 1, size, size)
 
 
-def _quiet(fn):
-    # Captum warns on some calls; keep the warning machinery out of the timing.
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn()
-
-    return run
-
-
-def _pair(name: str, model: nn.Module, *init, **kwargs):
-    import captum.attr as ca
-
-    import attribuo.attr as aa
-
-    ours, theirs = getattr(aa, name)(model, *init), getattr(ca, name)(model, *init)
-    return _quiet(lambda: ours.attribute(**kwargs)), _quiet(lambda: theirs.attribute(**kwargs))
 
 
 def cases() -> list[Case]:
@@ -114,19 +97,19 @@ def cases() -> list[Case]:
         n_windows = ((size - window) // stride + 1) ** 2
         mask = superpixels(size, cell)
         rows = [
-            (f"Saliency {tag}", _pair("Saliency", model, **common), None),
+            (f"Saliency {tag}", paired("Saliency", model, **common), None),
             (f"IntegratedGradients {tag}" + (" n20" if ig_steps else ""),
-             _pair("IntegratedGradients", model, **common, **ig_steps), None),
-            (f"GuidedBackprop {tag}", _pair("GuidedBackprop", model, **common), None),
-            (f"DeepLift {tag}", _pair("DeepLift", model, **common), None),
+             paired("IntegratedGradients", model, **common, **ig_steps), None),
+            (f"GuidedBackprop {tag}", paired("GuidedBackprop", model, **common), None),
+            (f"DeepLift {tag}", paired("DeepLift", model, **common), None),
             (f"LayerConductance stage2 block {tag} n20",
-             _pair("LayerConductance", model, block, **common, n_steps=20), None),
-            (f"LayerGradCam last conv {tag}", _pair("LayerGradCam", model, last, **common), None),
+             paired("LayerConductance", model, block, **common, n_steps=20), None),
+            (f"LayerGradCam last conv {tag}", paired("LayerGradCam", model, last, **common), None),
             (f"Occlusion {tag} w3x{window}x{window} s{stride}",
-             _pair("Occlusion", model, **common, sliding_window_shapes=(3, window, window), strides=stride),
+             paired("Occlusion", model, **common, sliding_window_shapes=(3, window, window), strides=stride),
              _floor(model, x, n_windows)),
             (f"FeatureAblation {tag} {cell}px superpixels",
-             _pair("FeatureAblation", model, **common, feature_mask=mask),
+             paired("FeatureAblation", model, **common, feature_mask=mask),
              _floor(model, x, (size // cell) ** 2)),
         ]
         for name, (ours, theirs), floor in rows:

@@ -179,3 +179,26 @@ def format_rows(rows: list[dict]) -> str:
             f"{ratio(r, 'x_floor')} | {mib(r, 'attribuo_peak_b')} | {mib(r, 'captum_peak_b')} |"
         )
     return "\n".join(lines)
+
+
+def quiet(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` with warnings silenced (Captum warns on some calls; keep that out of the timing)."""
+    import warnings
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+
+    return run
+
+
+def paired(name: str, model: object, *init: object, **kwargs: object) -> tuple[Callable[[], object], Callable[[], object]]:
+    """The same ``attribute(**kwargs)`` call of class ``name`` in attribuo and in Captum."""
+    import captum.attr as ca
+
+    import attribuo.attr as aa
+
+    ours, theirs = getattr(aa, name)(model, *init), getattr(ca, name)(model, *init)
+    return quiet(lambda: ours.attribute(**kwargs)), quiet(lambda: theirs.attribute(**kwargs))
+

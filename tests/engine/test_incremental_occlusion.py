@@ -133,13 +133,17 @@ def test_a_wrong_rule_is_caught_and_the_plain_model_runs(monkeypatch):
     torch.testing.assert_close(fast, _plain(Occlusion(model), x, **kwargs), rtol=1e-5, atol=1e-5)
 
 
-class Branchy(nn.Module):
-    """Data-dependent control flow: fx cannot trace it."""
+class ConvHead(nn.Module):
+    """A convolution and a linear head; subclasses write the forward."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.head = nn.Linear(4, 2)
+
+
+class Branchy(ConvHead):
+    """Data-dependent control flow: fx cannot trace it."""
 
     def forward(self, x):
         h = self.conv(x)
@@ -148,13 +152,8 @@ class Branchy(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
-class Aliased(nn.Module):
+class Aliased(ConvHead):
     """An in-place update of a value that is also read elsewhere."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Linear(4, 2)
 
     def forward(self, x):
         h = self.conv(x)
