@@ -19,7 +19,10 @@ from .targets import Target, parse_target
 
 def _no_args(func: Callable) -> bool:
     # Not cached: layer/override wrappers are new closures per call that hold the
-    # user's tensors, and a cache keyed by them would keep those alive.
+    # user's tensors, and a cache keyed by them would keep those alive. A module's
+    # signature is that of ``Module.__call__`` (``*args, **kwargs``): never empty.
+    if isinstance(func, torch.nn.Module) and type(func).__call__ is torch.nn.Module.__call__:
+        return False
     try:
         return len(inspect.signature(func).parameters) == 0
     except (TypeError, ValueError):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .baselines import full_baselines
-from .batching import activation_bytes, bytes_per_copy, capped_by_activations, chunk_size
+from .batching import bytes_per_copy, capped_by_activations, chunk_size, remembered_activation_bytes
 from .call import Call
 from .errors import ArgumentTypeError, ArgumentValueError
 from .incremental import IncrementalForward
@@ -361,7 +361,9 @@ def evaluate_perturbations(
         name="perturbations_per_eval",
     )
     if perturbations_per_eval is None and size > 1:  # models whose activations dwarf their input
-        size = capped_by_activations(size, activation_bytes(forward_func, call.inputs, call.args, grad=False))
+        size = capped_by_activations(
+            size, remembered_activation_bytes(forward_func, call.inputs, call.args, grad=False)
+        )
     bar = _progress(show_progress, desc, 1 + -(-total // max(size, 1)))
     checked = size == 1
     start = 0
