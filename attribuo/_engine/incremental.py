@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from .batching import activation_budget_bytes
 from .blocks import (
     PaddedBases,
     Patch,
@@ -176,6 +177,7 @@ class _Runner:
 
     def _run_base(self, image: Tensor) -> dict[fx.Node, Any]:
         env: dict[fx.Node, Any] = {}
+        kept = 0
         for node in self.nodes:
             if node.op == "placeholder":
                 env[node] = image if node is self.input else node.args[0]
@@ -187,7 +189,11 @@ class _Runner:
             kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
             if node in self.varying and _in_place(node, self._module(node)) and args:
                 args = (args[0].clone(),) + tuple(args[1:])  # keep the operand's base intact
-            env[node] = self._execute(node, args, kwargs)
+            env[node] = value = self._execute(node, args, kwargs)
+            if isinstance(value, Tensor) and node in self.varying:
+                kept += value.numel() * value.element_size()
+                if kept > activation_budget_bytes():  # a large batch: the plain path holds less
+                    raise _Unsupported("the unperturbed activations exceed the activation budget")
         return env
 
     # ------------------------------------------------------------ one chunk

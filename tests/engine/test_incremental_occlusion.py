@@ -256,3 +256,14 @@ def test_empty_batch_and_cached_traces():
     assert inc.traced(model) is first  # one trace per model structure
     model.head = nn.Linear(64, 10)
     assert inc.traced(model) is not first
+
+
+def test_a_batch_whose_activations_exceed_the_budget_runs_plainly(monkeypatch, runs):
+    monkeypatch.setenv("ATTRIBUO_ACTIVATION_BUDGET_MB", "0.5")
+    model = residual_cnn()
+    x = _image(2, 32)
+    assert IncrementalForward.build(model, x) is None  # ~1 MiB of unperturbed activations
+    kwargs = dict(sliding_window_shapes=(3, 8, 8), strides=8, target=0)
+    fast = Occlusion(model).attribute(x, **kwargs)
+    assert runs["chunks"] == 0
+    torch.testing.assert_close(fast, _plain(Occlusion(model), x, **kwargs), rtol=1e-6, atol=1e-6)
