@@ -400,14 +400,20 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 
 def traced(model: nn.Module) -> fx.GraphModule:
-    """The fx graph of ``model``, traced once per model structure."""
+    """The fx graph of ``model``, traced once per model structure (a failure is remembered too)."""
     key = _fingerprint(model)
     with _TRACE_LOCK:
         hit = _TRACES.get(model)
         if hit is not None and hit[0] == key:
+            if hit[1] is None:
+                raise _Unsupported("fx could not trace this model")
             return hit[1]
-        graph = _ThreadTracer().trace(model, concrete_args=_defaults(model))
-        module = fx.GraphModule(model, graph)
+        try:
+            graph = _ThreadTracer().trace(model, concrete_args=_defaults(model))
+            module = fx.GraphModule(model, graph)
+        except Exception:
+            _TRACES[model] = (key, None)
+            raise
         _TRACES[model] = (key, module)
     return module
 

@@ -256,6 +256,12 @@ def test_empty_batch_and_cached_traces():
     assert inc.traced(model) is first  # one trace per model structure
     model.head = nn.Linear(64, 10)
     assert inc.traced(model) is not first
+    branchy = Branchy()
+    with pytest.raises(torch.fx.proxy.TraceError):
+        inc.traced(branchy)
+    assert inc._TRACES[branchy][1] is None  # the failure is remembered: no retrace per call
+    with pytest.raises(inc._Unsupported):
+        inc.traced(branchy)
 
 
 def test_a_batch_whose_activations_exceed_the_budget_runs_plainly(monkeypatch, runs):
