@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "attribuo"
 FAMILIES = ("attr.gradient", "attr.relevance", "attr.perturbation", "attr.utils")
 ENGINE = ("_engine",)
 BASE = ENGINE + ("attr.base",)
-APPS = ("metrics", "robust", "concept", "influence", "module")
+APPS = ("metrics", "robust", "concept", "influence", "module", "scale")
 
 # package prefix -> the prefixes its modules may import (besides themselves); checked in order
 ALLOWED: tuple[tuple[str, tuple[str, ...]], ...] = (
