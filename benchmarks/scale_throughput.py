@@ -23,17 +23,14 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .bench_perturbation import _cnn
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = 512
 
 
 def model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
-    ).eval()
+    return _cnn()
 
 
 def dataset() -> TensorDataset:
