@@ -95,11 +95,13 @@ def read_job(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load(folder: str | os.PathLike) -> tuple[Tensor, tuple[Tensor, ...] | Tensor]:
+def load(folder: str | os.PathLike, deltas: bool = False) -> tuple:
     """``(indices, attributions)`` of a finished run, in example order.
 
     Attributions are one tensor per model input (a tuple when the model
-    takes several), rows in the order of ``indices`` (ascending).
+    takes several), rows in the order of ``indices`` (ascending). With
+    ``deltas=True`` (a run with ``--delta``) the convergence deltas come
+    third.
 
     Example:
         >>> from attribuo.scale import load  # doctest: +SKIP
@@ -117,7 +119,12 @@ def load(folder: str | os.PathLike) -> tuple[Tensor, tuple[Tensor, ...] | Tensor
     indices = torch.cat(parts.pop("indices"))
     order = torch.argsort(indices)
     attrs = tuple(torch.cat(parts[f"attr_{i}"])[order] for i in range(manifest["inputs"]))
-    return indices[order], attrs if manifest["inputs"] > 1 else attrs[0]
+    result = (indices[order], attrs if manifest["inputs"] > 1 else attrs[0])
+    if not deltas:
+        return result
+    if "delta" not in parts:
+        raise ArgumentValueError(f"the run in {root} stored no convergence deltas (run it with --delta)")
+    return result + (torch.cat(parts["delta"])[order],)
 
 
 def summary(folder: str | os.PathLike) -> dict[str, Tensor]:

@@ -150,3 +150,20 @@ def test_a_folder_of_another_job_or_an_unresumed_rerun_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--resume"):
         run(Job(MODEL, DATA, "Saliency", batch_size=5, shard_size=8), out, progress=False)
     assert main(["status", str(out)]) == 0
+
+
+def test_convergence_deltas_are_stored_with_delta(tmp_path):
+    out = tmp_path / "ig"
+    run(Job(MODEL, DATA, "IntegratedGradients", attribute_args={"n_steps": 8}, batch_size=5, shard_size=8,
+            delta=True), out, progress=False)
+    indices, attrs, deltas = load(out, deltas=True)
+    model, data = scale_jobs.model(), scale_jobs.dataset()
+    x = torch.stack([data[i][0] for i in range(5)])
+    y = torch.tensor([data[i][1] for i in range(5)])
+    _, expected = IntegratedGradients(model).attribute(x, target=y, n_steps=8, return_convergence_delta=True)
+    assert deltas.shape == (37,)
+    torch.testing.assert_close(deltas[:5], expected)
+    with pytest.raises(ValueError, match="--delta"):
+        plain = tmp_path / "plain"
+        run(Job(MODEL, DATA, "Saliency", batch_size=5, shard_size=8), plain, progress=False)
+        load(plain, deltas=True)
