@@ -36,6 +36,7 @@ from .call import Call
 from .errors import ArgumentTypeError, ArgumentValueError
 from .incremental import IncrementalForward
 from .inputs import positive_int
+from .threads import is_small_work, serial_threads
 
 Masks = tuple[Tensor, ...]
 
@@ -368,7 +369,8 @@ def evaluate_perturbations(
     checked = size == 1
     start = 0
     try:
-        with torch.no_grad():
+        # a small CPU model's thousands of tiny copies run on one intra-op thread (see .threads)
+        with torch.no_grad(), serial_threads(is_small_work(forward_func, call.inputs, total)):
             while start < total:
                 stop = min(start + size, total)
                 copies, payload = make(start, stop)

@@ -25,12 +25,14 @@ Baselines = TensorOrTuple | Callable[..., TensorOrTuple]
 
 
 class NeuronMethod(NeuronAttribution):
-    def neuron(self, neuron_selector: NeuronSelector, attribute_to_neuron_input: bool) -> Callable[..., Tensor]:
-        """The model as a function returning the selected neuron per example."""
+    def neuron(
+        self, neuron_selector: NeuronSelector, attribute_to_neuron_input: bool, stop_early: bool = False
+    ) -> Callable[..., Tensor]:
+        """The model as a function returning the selected neuron per example (see ``neuron_function``)."""
         layer = single_layer(self.layer, type(self))
         # a callable returning one value for the whole batch is a batch total; gradient
         # methods accept it as Captum does (its gradient is the per-example gradient)
         scalar_total = not isinstance(self, PerturbationAttribution)
         return neuron_function(
-            self.forward_func, layer, neuron_selector, attribute_to_neuron_input, scalar_total
+            self.forward_func, layer, neuron_selector, attribute_to_neuron_input, scalar_total, stop_early
         )

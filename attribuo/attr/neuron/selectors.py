@@ -108,18 +108,25 @@ def neuron_function(
     selector: NeuronSelector,
     use_input: bool = False,
     scalar_total: bool = False,
+    stop_early: bool = False,
 ) -> Callable[..., Tensor]:
     """``f(*inputs, *args) -> [batch]``: the selected neuron of ``layer``'s output (or input).
 
     The whole forward runs (not only up to the layer), so a layer that runs
     more than once is reported rather than attributed at one of its calls.
+    With ``stop_early`` only the first call runs the whole forward (that
+    check); later calls stop at the layer, for methods that call it many
+    times and read nothing after it (ablation).
     ``scalar_total``: see :func:`select_neuron` (for gradient-based methods).
     """
     check_selector(selector)
     check_module(layer)
+    seen_whole = [False]
 
     def neuron(*args: Any) -> Tensor:
-        (record,) = site_values(forward_func, [layer], args, (), use_input, keep_graph=True)
+        stop = stop_early and seen_whole[0]
+        (record,) = site_values(forward_func, [layer], args, (), use_input, keep_graph=True, stop=stop)
+        seen_whole[0] = True
         return select_neuron(record.values, selector, scalar_total)
 
     return neuron

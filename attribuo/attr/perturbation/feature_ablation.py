@@ -22,7 +22,6 @@ from ..._engine.perturb import (
     spread,
 )
 from ..base import PerturbationAttribution
-from .threads import is_small_work, serial_threads
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 Replacement = Callable[[int, int, int], Tensor]
@@ -132,16 +131,13 @@ class FeatureAblation(PerturbationAttribution):
         # like Captum, only inputs[0] fixes the batch size (others may be sparse lists)
         call = parse_call(inputs, target, additional_forward_args, require_equal_batch=False)
         xs = call.inputs
-        # at most one copy per element of an example; a small model's copies run on one thread
-        copies = sum(x[:1].numel() for x in xs)
-        with serial_threads(is_small_work(self.forward_func, xs, copies)):
-            result = ablate(
-                self.forward_func,
-                call,
-                perturbation_baselines(xs, baselines),
-                feature_masks(xs, feature_mask),
-                perturbations_per_eval,
-                show_progress,
-                self.get_name(),
-            )
+        result = ablate(
+            self.forward_func,
+            call,
+            perturbation_baselines(xs, baselines),
+            feature_masks(xs, feature_mask),
+            perturbations_per_eval,
+            show_progress,
+            self.get_name(),
+        )
         return call.result(result)

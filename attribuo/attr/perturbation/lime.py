@@ -26,9 +26,9 @@ from ..._engine.perturb import (
     select_elements,
     spread,
 )
+from ..._engine.threads import is_small_work, serial_threads
 from ..base import PerturbationAttribution
 from .linear_models import Model, SkLearnLasso
-from .threads import is_small_work, serial_threads
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
@@ -477,7 +477,8 @@ class Lime(LimeBase):
         if groups == 0:  # an empty batch: no example to fit a model to
             coefs = torch.zeros((0, count), dtype=dtype, device=xs[0].device)
         elif self._fast():
-            # a small model's thousands of copies: one thread (see .threads)
+            # drawing coalitions for a small model is thousands of tiny ops too: one thread
+            # for them as for the forwards (see _engine/threads.py)
             with serial_threads(is_small_work(self.forward_func, xs, n_samples)):
                 samples = self._samples(groups, n_samples, count, xs[0].device)
                 coefs = surrogate_coefficients(

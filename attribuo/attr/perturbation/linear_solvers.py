@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .threads import serial_threads
+from ..._engine.threads import serial_threads
 
 __all__ = ["lasso_batch", "least_squares_batch"]
 

@@ -25,7 +25,6 @@ from ..._engine.perturb import (
     warn_missing_ids,
 )
 from ..base import PerturbationAttribution
-from .threads import is_small_work, serial_threads
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
@@ -209,17 +208,14 @@ class ShapleyValueSampling(PerturbationAttribution):
         """Sampled Shapley values, same form as ``inputs``."""
         positive_int(n_samples, "n_samples")
         call, prepared = _prepare(inputs, baselines, target, additional_forward_args, feature_mask)
-        # n_samples copies per feature; a small model's copies run on one thread (see .threads)
-        copies = n_samples * feature_count(prepared[2])
-        with serial_threads(is_small_work(self.forward_func, call.inputs, copies)):
-            result = shapley_sampling(
-                self.forward_func,
-                *prepared,
-                n_samples=n_samples,
-                perturbations_per_eval=perturbations_per_eval,
-                show_progress=show_progress,
-                desc=self.get_name(),
-            )
+        result = shapley_sampling(
+            self.forward_func,
+            *prepared,
+            n_samples=n_samples,
+            perturbations_per_eval=perturbations_per_eval,
+            show_progress=show_progress,
+            desc=self.get_name(),
+        )
         return call.result(result)
 
 

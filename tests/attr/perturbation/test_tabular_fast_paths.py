@@ -14,7 +14,7 @@ import attribuo.attr as aa
 import attribuo.attr.perturbation.kernel_shap as ks
 import attribuo.attr.perturbation.linear_solvers as solvers
 import attribuo.attr.perturbation.torch_stream as ts
-from attribuo.attr.perturbation.threads import is_small_work, serial_threads
+from attribuo._engine.threads import is_small_work, serial_threads
 
 CPU = torch.device("cpu")
 
