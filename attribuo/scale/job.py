@@ -116,6 +116,9 @@ def _distributed() -> tuple[int, int, bool]:
         return dist.get_rank(), dist.get_world_size(), False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            # NCCL collectives (and broadcast_object_list) use the current device.
+            torch.cuda.set_device(_device())
         dist.init_process_group(backend)
         return dist.get_rank(), dist.get_world_size(), True
     return 0, 1, False
@@ -199,17 +202,25 @@ def _check_job(job: Job) -> None:
 def _prepare(folder: Path, record: dict[str, Any], resume: bool, rank: int, world: int) -> None:
     import torch.distributed as dist
 
-    existing = store.read_job(folder)
-    if existing is not None and existing != record:
-        raise ArgumentValueError(f"{folder} was written by a different job ({store.JOB_FILE} differs); use another --out")
-    if existing is not None and not resume:
-        raise ArgumentValueError(f"{folder} already holds this job; pass --resume to continue it")
+    # Rank 0 alone reads and decides: a rank that looked after rank 0 wrote job.json
+    # would otherwise see "already holds this job" on a fresh folder.
+    problem = None
     if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        if existing is None:
-            store.atomic_write_json(folder / store.JOB_FILE, record)
+        existing = store.read_job(folder)
+        if existing is not None and existing != record:
+            problem = f"{folder} was written by a different job ({store.JOB_FILE} differs); use another --out"
+        elif existing is not None and not resume:
+            problem = f"{folder} already holds this job; pass --resume to continue it"
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            if existing is None:
+                store.atomic_write_json(folder / store.JOB_FILE, record)
     if world > 1:
-        dist.barrier()
+        shared = [problem]
+        dist.broadcast_object_list(shared, src=0)
+        problem = shared[0]
+    if problem is not None:
+        raise ArgumentValueError(problem)
 
 
 def _attribute_shard(job: Job, method: Any, model: nn.Module, dataset: Any, lo: int, hi: int,
