@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[viz,insights,test,dev]'
+	$(VENV)/bin/pip install -q -e '.[viz,insights,examples,test,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)

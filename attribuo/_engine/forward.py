@@ -49,6 +49,22 @@ def forward_futures(required: bool) -> Iterator[None]:
         _FUTURES.reset(token)
 
 
+# A check run before every forward of the methods (it raises to stop them): how an
+# app cancels work in this thread without hooks, which would turn off the
+# incremental paths.
+_CHECKPOINT: ContextVar[Callable[[], None] | None] = ContextVar("attribuo_checkpoint", default=None)
+
+
+@contextmanager
+def before_each_forward(check: Callable[[], None]) -> Iterator[None]:
+    """Run ``check()`` before each forward call of the methods inside the block (this thread)."""
+    token = _CHECKPOINT.set(check)
+    try:
+        yield
+    finally:
+        _CHECKPOINT.reset(token)
+
+
 def run_forward(
     forward_func: Callable,
     inputs: tuple[Tensor, ...],
@@ -56,6 +72,9 @@ def run_forward(
     additional_args: tuple[Any, ...] = (),
 ) -> Tensor:
     """Call ``forward_func(*inputs, *additional_args)`` and select ``target``."""
+    check = _CHECKPOINT.get()
+    if check is not None:
+        check()
     if _no_args(forward_func):
         output = forward_func()
     else:

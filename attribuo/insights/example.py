@@ -1,9 +1,11 @@
-"""Insights on a small CNN for scikit-learn's 8x8 handwritten digits.
+"""Insights on a small CNN for scikit-learn's 8x8 handwritten digits (and the other examples).
 
 Run ``python -m attribuo.insights.example`` and open the printed address.
 The data ships with scikit-learn and the trained weights ship with this
 package (``models/digits_cnn.pt``, made by ``train_example.py``), so nothing
-is downloaded.
+is downloaded. ``--example tabular`` serves the breast-cancer logistic
+regression (:mod:`.tabular_example`) and ``--example text`` the MiniLM
+sentence-topic example (:mod:`.text_example`) instead.
 
 Example:
     >>> from attribuo.insights.example import build_visualizer
@@ -15,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +32,12 @@ from .visualizer import AttributionVisualizer, Batch
 WEIGHTS = Path(__file__).resolve().parent / "models" / "digits_cnn.pt"
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
+# --example NAME -> module with its build_visualizer(); imported only when chosen (MiniLM is slow)
+EXAMPLES = {
+    "digits": __name__,
+    "tabular": f"{__package__}.tabular_example",
+    "text": f"{__package__}.text_example",
+}
 
 
 class DigitsCNN(nn.Module):
@@ -96,6 +106,18 @@ def build_visualizer(batch_size: int = 8) -> AttributionVisualizer:
     )
 
 
+def example_builder(name: str) -> Callable[[], AttributionVisualizer]:
+    """The ``build_visualizer`` of example ``name`` (one of :data:`EXAMPLES`).
+
+    Example:
+        >>> example_builder("digits") is build_visualizer
+        True
+    """
+    if name not in EXAMPLES:
+        raise ValueError(f"unknown example {name!r}; choose one of {sorted(EXAMPLES)}")
+    return importlib.import_module(EXAMPLES[name]).build_visualizer
+
+
 def _check(port: int) -> None:
     """Ask the running app for its config and one batch, over HTTP."""
     base = f"http://127.0.0.1:{port}"
@@ -107,8 +129,11 @@ def _check(port: int) -> None:
     with urllib.request.urlopen(req, timeout=60) as r:
         examples = json.load(r)["examples"]
     methods = ", ".join(m["id"] for m in config["methods"])
-    print(f"check: methods [{methods}]; fetched {len(examples)} examples, first predicted "
-          f"{examples[0]['predicted'][0]['label']} (true {examples[0]['actual']['label']})")
+    features = ", ".join(f"{f['name']} ({f['type']})" for f in config["features"])
+    actual = examples[0]["actual"]
+    print(f"check: features [{features}]; methods [{methods}]; fetched {len(examples)} examples, "
+          f"first predicted {examples[0]['predicted'][0]['label']} "
+          f"(true {actual['label'] if actual else 'unknown'})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,12 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     parser.add_argument("--bind-all", action="store_true",
                         help="listen on every interface, not only 127.0.0.1")
+    parser.add_argument("--host-name", action="append", default=[], metavar="NAME",
+                        help="a host name the app answers to besides IP addresses and localhost "
+                             "(e.g. this machine's name on the network, with --bind-all); repeatable")
     parser.add_argument("--check", action="store_true",
                         help="start, answer one request over HTTP, stop (no blocking)")
+    parser.add_argument("--example", choices=list(EXAMPLES), default="digits",
+                        help="digits (CNN, the default), tabular (breast cancer) or text (MiniLM)")
     args = parser.parse_args(argv)
-    vis = build_visualizer()
+    vis = example_builder(args.example)()
     if args.check:
-        port = vis.serve(port=args.port, bind_all=args.bind_all)
+        port = vis.serve(port=args.port, bind_all=args.bind_all, allowed_hosts=args.host_name)
         try:
             _check(port)
         finally:
@@ -129,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     print("Serving until interrupted (Ctrl-C to stop).", flush=True)
     try:
-        vis.serve(blocking=True, port=args.port, bind_all=args.bind_all)
+        vis.serve(blocking=True, port=args.port, bind_all=args.bind_all,
+                  allowed_hosts=args.host_name)
     except KeyboardInterrupt:
         pass
 

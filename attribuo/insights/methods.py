@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 
 class RequestError(ValueError):
     """A request the server refuses (answered with HTTP 400 and this message)."""
@@ -85,7 +87,15 @@ class Param:
 
 
 def parse_shape(value: Any, where: str) -> tuple[tuple[int, ...], ...] | None:
-    """``"1,3,3"`` -> ``((1, 3, 3),)``; ``"1 2 2; 4"`` -> ``((1, 2, 2), (4,))``; ``""`` -> None."""
+    """``"1,3,3"`` -> ``((1, 3, 3),)``; ``"1 2 2; 4"`` -> ``((1, 2, 2), (4,))``; ``""`` -> None.
+
+    Only the ASCII digits 0-9 count as digits; anything else is a :class:`RequestError`
+    naming ``where``.
+
+    Example:
+        >>> parse_shape("1,2,2", "argument `strides`")
+        ((1, 2, 2),)
+    """
     if not isinstance(value, str):
         raise RequestError(f"{where} must be a string of integers such as '1,3,3', got {value!r}")
     if len(value) > 200:
@@ -95,10 +105,12 @@ def parse_shape(value: Any, where: str) -> tuple[tuple[int, ...], ...] | None:
     groups = []
     for part in value.split(";"):
         items = part.replace(",", " ").split()
-        if not items or not all(i.isdigit() for i in items):
+        # isdigit() alone lets '¹' or '٣' through, which int() then refuses
+        if not items or not all(i.isascii() and i.isdigit() for i in items):
             raise RequestError(
-                f"{where} must be positive integers separated by commas "
-                f"(one group per input, groups separated by ';'), got {value!r}"
+                f"{where} must be positive integers written with the digits 0-9 and "
+                f"separated by commas (one group per input, groups separated by ';'), "
+                f"got {value!r}"
             )
         numbers = tuple(int(i) for i in items)
         if any(n < 1 or n > 100_000 for n in numbers):
@@ -108,6 +120,7 @@ def parse_shape(value: Any, where: str) -> tuple[tuple[int, ...], ...] | None:
 
 
 Shapes = list[tuple[int, ...]]
+Kinds = list[str]  # each input's feature type ("image", "text", "general", ...)
 
 
 @dataclass(frozen=True)
@@ -124,9 +137,15 @@ class MethodSpec:
     class_name: str
     params: tuple[Param, ...] = ()
     wraps: str | None = None
-    prepare: Callable[[dict[str, Any], Shapes], dict[str, Any]] | None = field(
+    prepare: Callable[[dict[str, Any], Shapes, Kinds], dict[str, Any]] | None = field(
         default=None, compare=False
     )
+    applies: Callable[[Any], bool] | None = field(default=None, compare=False)
+    needs: str = ""  # what a model must be for ``applies``, said when it is not
+
+    def suits(self, model: Any) -> bool:
+        """Whether the method works on ``model`` (transformer methods need attention layers)."""
+        return self.applies is None or self.applies(model)
 
     def classes(self) -> tuple[type, type | None] | None:
         """The classes from ``attribuo.attr`` now, or None while the library lacks one."""
@@ -156,7 +175,8 @@ class MethodSpec:
         cls = found[1] or found[0]
         return "baselines" in inspect.signature(cls.attribute).parameters
 
-    def parse_arguments(self, arguments: Any, shapes: Shapes | None = None) -> dict[str, Any]:
+    def parse_arguments(self, arguments: Any, shapes: Shapes | None = None,
+                        kinds: Kinds | None = None) -> dict[str, Any]:
         """Checked keyword arguments for ``attribute``; defaults fill what is missing."""
         if arguments is None:
             arguments = {}
@@ -173,22 +193,29 @@ class MethodSpec:
             for name, p in known.items()
         }
         if self.prepare is not None and shapes is not None:
-            parsed = self.prepare(parsed, shapes)
+            parsed = self.prepare(parsed, shapes, kinds or ["other"] * len(shapes))
         return parsed
 
-    def describe(self) -> dict[str, Any]:
-        return {
+    def describe(self, models: list[Any] | None = None) -> dict[str, Any]:
+        out = {
             "id": self.id,
             "label": self.label,
             "arguments": [p.describe() for p in self.params],
         }
+        if models is not None:
+            out["models"] = [i for i, m in enumerate(models) if self.suits(m)]
+        return out
 
 
-def _occlusion_prepare(args: dict[str, Any], shapes: Shapes) -> dict[str, Any]:
-    """Fill the automatic window (a quarter of each spatial side, all channels) and check sizes."""
+def _occlusion_prepare(args: dict[str, Any], shapes: Shapes, kinds: Kinds) -> dict[str, Any]:
+    """Fill the automatic window and check sizes.
+
+    The automatic window is a quarter of each spatial side with all channels
+    of an image, and one whole token (all its embedding values) of text.
+    """
     windows = args.get("sliding_window_shapes")
     if windows is None:
-        windows = tuple(_auto_window(s) for s in shapes)
+        windows = tuple(_auto_window(s, k) for s, k in zip(shapes, kinds))
     windows = _per_input(windows, shapes, "sliding_window_shapes")
     for w, s in zip(windows, shapes):
         if any(a > b for a, b in zip(w, s)):
@@ -201,10 +228,36 @@ def _occlusion_prepare(args: dict[str, Any], shapes: Shapes) -> dict[str, Any]:
     return {**args, "sliding_window_shapes": windows, "strides": strides}
 
 
-def _auto_window(shape: tuple[int, ...]) -> tuple[int, ...]:
+def _auto_window(shape: tuple[int, ...], kind: str = "other") -> tuple[int, ...]:
+    if kind == "text" and len(shape) >= 2:  # tokens x embedding: one token at a time
+        return (1,) + tuple(shape[1:])
     if len(shape) >= 3:  # channels first: occlude all channels together
         return (shape[0],) + tuple(max(1, -(-d // 4)) for d in shape[1:])
     return tuple(max(1, -(-d // 4)) for d in shape)
+
+
+def _ablation_prepare(args: dict[str, Any], shapes: Shapes, kinds: Kinds) -> dict[str, Any]:
+    """One feature per token of a text input (not per embedding value); elsewhere per value."""
+    if not any(k == "text" and len(s) >= 2 for s, k in zip(shapes, kinds)):
+        return args
+    masks, offset = [], 0
+    for shape, kind in zip(shapes, kinds):
+        if kind == "text" and len(shape) >= 2:
+            ids = torch.arange(shape[0]).reshape((1, shape[0]) + (1,) * (len(shape) - 1))
+            mask = ids.expand((1,) + tuple(shape))
+        else:
+            mask = torch.arange(math.prod(shape)).reshape((1,) + tuple(shape))
+        masks.append(mask + offset)
+        offset += int(mask.max()) + 1
+    return {**args, "feature_mask": tuple(masks)}
+
+
+def feature_groups(args: dict[str, Any], shapes: Shapes) -> int:
+    """Features a FeatureAblation call ablates: its mask's groups, else every value."""
+    masks = args.get("feature_mask")
+    if masks is None:
+        return sum(math.prod(s) for s in shapes)
+    return sum(int(m.unique().numel()) for m in masks)
 
 
 def _per_input(groups: tuple[tuple[int, ...], ...], shapes: Shapes, name: str) -> tuple:
@@ -236,6 +289,15 @@ _IG = (
                    "riemann_trapezoid"),
           help="integration rule"),
 )
+def has_attention(model: Any) -> bool:
+    """A transformer: some submodule is an attention layer (Hugging Face or torch)."""
+    if not isinstance(model, torch.nn.Module):
+        return False
+    return any(isinstance(m, torch.nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
+               for m in model.modules())
+
+
+_TRANSFORMER = {"applies": has_attention, "needs": "a transformer (a model with attention layers)"}
 _PER_EVAL = Param("perturbations_per_eval", "int", 16, minimum=1, maximum=512,
                   help="perturbed copies evaluated per forward pass")
 
@@ -256,7 +318,8 @@ METHODS: tuple[MethodSpec, ...] = (
         Param("strides", "shape", "", help="step of the window, e.g. 1,1,1 (empty: 1)"),
         _PER_EVAL,
     ), prepare=_occlusion_prepare),
-    MethodSpec("FeatureAblation", "Feature Ablation", "FeatureAblation", (_PER_EVAL,)),
+    MethodSpec("FeatureAblation", "Feature Ablation", "FeatureAblation", (_PER_EVAL,),
+               prepare=_ablation_prepare),
     MethodSpec("GuidedBackprop", "Guided Backprop", "GuidedBackprop"),
     MethodSpec("Deconvolution", "Deconvolution", "Deconvolution"),
     MethodSpec("NoiseTunnel[Saliency]", "NoiseTunnel (Saliency)", "NoiseTunnel", _NT,
@@ -267,6 +330,11 @@ METHODS: tuple[MethodSpec, ...] = (
                "NoiseTunnel", _NT + (Param("n_steps", "int", 10, minimum=2, maximum=100,
                                            help="steps of the path integral"),),
                wraps="IntegratedGradients"),
+    MethodSpec("AttnLRP", "AttnLRP (transformers)", "AttnLRP", **_TRANSFORMER),
+    MethodSpec("AttentionRelevance", "Chefer relevance (transformers)", "AttentionRelevance",
+               **_TRANSFORMER),
+    MethodSpec("AttentionRollout", "Attention rollout (transformers)", "AttentionRollout",
+               **_TRANSFORMER),
 )
 
 
@@ -280,6 +348,13 @@ def find_method(name: Any) -> MethodSpec:
     raise RequestError(f"unknown method {name!r}; known: {[m.id for m in METHODS]}")
 
 
-def describe_methods() -> list[dict[str, Any]]:
-    """The methods available now, each with its arguments, for the page's form."""
-    return [spec.describe() for spec in METHODS if spec.available()]
+def describe_methods(models: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The methods available now, each with its arguments, for the page's form.
+
+    With ``models``, only methods that suit at least one of them, each
+    listing the indices of the models it suits.
+    """
+    specs = [spec for spec in METHODS if spec.available()]
+    if models is not None:
+        specs = [spec for spec in specs if any(spec.suits(m) for m in models)]
+    return [spec.describe(models) for spec in specs]

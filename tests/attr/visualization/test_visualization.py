@@ -304,7 +304,8 @@ def test_visualize_text_colours_legend_and_file(tmp_path, monkeypatch):
     assert "Legend" not in viz.visualize_text(records(), legend=False)
 
 
-def test_visualize_text_displays_through_ipython_when_available(monkeypatch):
+@pytest.mark.parametrize("inside_ipython", [True, False])
+def test_visualize_text_displays_through_ipython_when_available(monkeypatch, inside_ipython):
     shown = []
 
     class FakeHTML:
@@ -314,8 +315,11 @@ def test_visualize_text_displays_through_ipython_when_available(monkeypatch):
     monkeypatch.setattr(viz_text, "HAS_IPYTHON", True)
     monkeypatch.setattr(viz_text, "HTML", FakeHTML, raising=False)
     monkeypatch.setattr(viz_text, "display", shown.append, raising=False)
+    monkeypatch.setattr(viz_text, "get_ipython", lambda: object() if inside_ipython else None,
+                        raising=False)
     result = viz.visualize_text(records())
-    assert shown == [result] and "&lt;script&gt;" in result.data
+    # a plain script gets the object back without its repr printed
+    assert shown == ([result] if inside_ipython else []) and "&lt;script&gt;" in result.data
 
 
 def test_format_word_importances_checks_lengths():
