@@ -197,6 +197,33 @@ def capped_by_activations(size: int, per_item: int) -> int:
     return max(1, min(size, activation_budget_bytes() // per_item))
 
 
+_CACHE_BYTES = 4 << 20
+_MIN_EXAMPLES = 256
+
+
+def cache_friendly_copies(forward_func: Callable, inputs: tuple[Tensor, ...], args: tuple, batch: int) -> int:
+    """Copies of a ``batch``-example call per CPU forward: a few MiB of activations, >= 256 examples.
+
+    The memory budget alone allows forwards of tens of thousands of examples,
+    which run 2-4x slower per example on CPU than forwards whose activations
+    stay in cache (measured on small CNNs and MLPs); below a few hundred
+    examples the per-call overhead dominates instead. Not for GPUs.
+
+    Example:
+        >>> cache_friendly_copies(torch.nn.Linear(8, 2), (torch.ones(16, 8),), (), 16) >= 16
+        True
+    """
+    try:
+        act = remembered_activation_bytes(forward_func, inputs, args, grad=False)
+    except Exception:  # noqa: BLE001 - only an estimate; the real forward reports errors
+        act = 0
+    if act <= 0:  # a user function is not probed: guess activations from the input size
+        act = 8 * bytes_per_copy(inputs)
+    per_example = max(1, act // max(1, batch))
+    examples = max(_MIN_EXAMPLES, _CACHE_BYTES // per_example)
+    return max(1, examples // max(1, batch))
+
+
 def chunk_ranges(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` pairs covering ``range(total)`` in pieces of ``size``."""
     for start in range(0, total, size):

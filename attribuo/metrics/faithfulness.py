@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from .._engine.baselines import full_baselines
-from .._engine.batching import bytes_per_copy, chunks
-from .._engine.call import parse_call
+from .._engine.batching import bytes_per_copy, cache_friendly_copies, chunk_ranges, chunk_size
+from .._engine.call import Call, parse_call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import as_tuple, positive_int
 from ._sampling import check_attributions, per_example_output
@@ -153,9 +153,9 @@ def _feature_ids(
     return ids, unique.numel()
 
 
-def _order_ranks(scores: Tensor) -> Tensor:
+def _order_ranks(scores: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Rank of each feature (0 = most relevant) with ties broken uniformly at random."""
-    shuffle = torch.rand(scores.shape, device=scores.device).argsort(dim=1)
+    shuffle = torch.rand(scores.shape, device=scores.device, generator=generator).argsort(dim=1)
     shuffled = scores.gather(1, shuffle)
     order = shuffle.gather(1, shuffled.argsort(dim=1, descending=True, stable=True))
     ranks = torch.empty_like(order)
@@ -199,12 +199,36 @@ def _flip_curve(
         torch.arange(steps + 1, dtype=torch.float64) * n_features / steps
     ).long()
 
+    scores = _removal_scores(call, forward_func, bases, elem_ranks, counts, delete, max_examples_per_batch)
+    fractions = (counts.to(torch.float64) / n_features).to(device=device, dtype=scores.dtype)
+    return FaithfulnessCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+
+
+def _removal_scores(
+    call: Call,
+    forward_func: Callable,
+    bases: tuple[Tensor, ...],
+    elem_ranks: tuple[Tensor, ...] | list[Tensor],
+    counts: Tensor,
+    delete: bool,
+    max_examples_per_batch: int | None,
+) -> Tensor:
+    """``(N, len(counts))`` scores with the ``counts[k]`` first-ranked elements changed.
+
+    ``elem_ranks[i]`` (the shape of input ``i``) holds each element's rank;
+    step ``k`` takes the elements of rank below ``counts[k]`` from
+    ``bases`` (deletion) or keeps only those from the input (insertion).
+    ``bases`` may hold a different value per element (e.g. one per step).
+    """
+    xs, bsz = call.inputs, call.batch
+    device = xs[0].device
+    size = chunk_size(len(counts), bytes_per_copy(xs), examples=max_examples_per_batch, batch=bsz,
+                      name="max_examples_per_batch")
+    if max_examples_per_batch is None and device.type == "cpu" and size > 1:
+        size = min(size, cache_friendly_copies(forward_func, xs, call.args, bsz))
     columns = []
     with torch.no_grad():
-        for start, stop in chunks(
-            steps + 1, bytes_per_copy(xs), examples=max_examples_per_batch, batch=bsz,
-            name="max_examples_per_batch",
-        ):
+        for start, stop in chunk_ranges(len(counts), size):
             k = stop - start
             c = counts[start:stop].to(device)
             batch = []
@@ -214,6 +238,4 @@ def _flip_curve(
                 batch.append(torch.where(changed, swap.unsqueeze(0), keep.unsqueeze(0)).flatten(0, 1))
             out = call.expanded(k, inputs=tuple(batch)).forward(forward_func)
             columns.append(per_example_output(out, bsz * k).view(k, bsz).T)
-    scores = torch.cat(columns, dim=1)
-    fractions = (counts.to(torch.float64) / n_features).to(device=device, dtype=scores.dtype)
-    return FaithfulnessCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+    return torch.cat(columns, dim=1)

@@ -11,7 +11,7 @@ trained and the randomised model. It works on a deep copy: the user's model
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
@@ -50,20 +50,32 @@ def spearman_correlation(a: Tensor, b: Tensor) -> Tensor:
         >>> spearman_correlation(torch.tensor([[1., 2., 3.]]), torch.tensor([[10., 20., 5.]]))
         tensor([-0.5000])
     """
-    ra = _average_ranks(a.reshape(a.shape[0], -1).to(torch.float64))
-    rb = _average_ranks(b.reshape(b.shape[0], -1).to(torch.float64))
-    ra = ra - ra.mean(dim=1, keepdim=True)
-    rb = rb - rb.mean(dim=1, keepdim=True)
-    den = (ra.pow(2).sum(1) * rb.pow(2).sum(1)).sqrt()
     out_dtype = a.dtype if a.is_floating_point() else torch.float64
-    return ((ra * rb).sum(1) / den).to(out_dtype)
+    return correlate_centred(centred_ranks(a), centred_ranks(b)).to(out_dtype)
+
+
+def centred_ranks(t: Tensor) -> Tensor:
+    """``(N, F)`` float64 average ranks of each row (dims after the first flattened), minus their mean."""
+    r = _average_ranks(t.reshape(t.shape[0], -1).to(torch.float64))
+    return r - r.mean(dim=1, keepdim=True)
+
+
+def correlate_centred(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of the rows of two centred ``(N, F)`` tensors."""
+    return (a * b).sum(1) / (a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt()
 
 
 def _average_ranks(v: Tensor) -> Tensor:
-    s = v.sort(dim=1).values.contiguous()
-    lo = torch.searchsorted(s, v.contiguous(), right=False)
-    hi = torch.searchsorted(s, v.contiguous(), right=True)
-    return (lo + hi - 1).to(v.dtype) / 2
+    """0-based ranks within each row, tied values sharing the mean of their ranks."""
+    s, order = v.sort(dim=1)
+    n = v.shape[1]
+    pos = torch.arange(n, device=v.device).expand_as(order)
+    differs = s[:, 1:] != s[:, :-1]
+    edge = torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device)
+    # first and last sorted position of each run of equal values
+    first = torch.where(torch.cat([edge, differs], 1), pos, 0).cummax(dim=1).values
+    last = torch.where(torch.cat([differs, edge], 1), pos, n).flip(1).cummin(dim=1).values.flip(1)
+    return torch.empty_like(v).scatter_(1, order, (first + last).to(v.dtype) / 2)
 
 
 def _default_layers(model: nn.Module) -> list[str]:
@@ -73,6 +85,44 @@ def _default_layers(model: nn.Module) -> list[str]:
         if any(True for _ in m.parameters(recurse=False))
     ]
     return names[::-1]
+
+
+def reset_layers(model: nn.Module) -> list[str]:
+    """Modules with a ``reset_parameters`` method, in registration order (input side first).
+
+    These are the layers Quantus' randomisation tests re-initialise.
+    """
+    return [name for name, m in model.named_modules() if callable(getattr(m, "reset_parameters", None))]
+
+
+def randomised_stages(
+    work: nn.Module, names: Sequence[str], cascading: bool = True, layer_seed: int | None = None
+) -> Iterator[str]:
+    """Re-initialise ``work``'s layers ``names`` one stage at a time, in place; yield each name.
+
+    ``work`` is the caller's deep copy. With ``cascading`` each stage keeps
+    the layers randomised before it; otherwise every stage starts again
+    from the parameters (and buffers) ``work`` had. ``layer_seed`` reseeds
+    torch's global generator before every layer (Quantus' scheme; the caller
+    forks the generator), else the draws follow the current stream.
+    """
+    modules = dict(work.named_modules())
+    original = None if cascading else copy.deepcopy(work.state_dict())
+    for name in names:
+        if original is not None:
+            work.load_state_dict(original)
+        if layer_seed is not None:
+            _seed_for(work, layer_seed)
+        _randomize(modules[name])
+        yield name
+
+
+def _seed_for(model: nn.Module, seed: int) -> None:
+    """``torch.manual_seed(seed)``, or only the CPU generator's for a model on the CPU (much cheaper)."""
+    if all(p.device.type == "cpu" for p in model.parameters()):
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def _randomize(module: nn.Module) -> None:
@@ -159,7 +209,6 @@ def model_parameter_randomization(
         return t.abs() if absolute else t
 
     work = copy.deepcopy(model)
-    work_modules = dict(work.named_modules())
     rng = torch.random.fork_rng() if seed is not None else nullcontext()
     with rng:
         if seed is not None:
@@ -167,13 +216,9 @@ def model_parameter_randomization(
         trained = prepare(_flatten(explain(work, inputs, kwargs), bsz))
         again = prepare(_flatten(explain(work, inputs, kwargs), bsz))
         reference = spearman_correlation(trained, again)
-        rows = []
-        for name in names:
-            module = work_modules[name]
-            saved = None if cascading else copy.deepcopy(module.state_dict())
-            _randomize(module)
-            rows.append(spearman_correlation(trained, prepare(_flatten(explain(work, inputs, kwargs), bsz))))
-            if saved is not None:
-                module.load_state_dict(saved)
+        rows = [
+            spearman_correlation(trained, prepare(_flatten(explain(work, inputs, kwargs), bsz)))
+            for _ in randomised_stages(work, names, cascading)
+        ]
     correlations = torch.stack(rows) if rows else torch.empty(0, bsz, dtype=torch.float64)
     return RandomizationResult(names, correlations, reference)

@@ -30,11 +30,25 @@ def default_perturb_func(inputs: TensorOrTuple, perturb_radius: float = 0.02) ->
         True
     """
     xs = as_tuple(inputs)
-    noisy = tuple(
-        x + torch.empty(x.shape, dtype=x.dtype, device=x.device).uniform_(-perturb_radius, perturb_radius)
-        for x in xs
-    )
+    noisy = tuple(uniform_noise(x, -perturb_radius, perturb_radius) for x in xs)
     return restore_form(is_tuple(inputs), noisy)
+
+
+def uniform_noise(x: Tensor, low: float, high: float, generator: torch.Generator | None = None) -> Tensor:
+    """``x`` plus noise drawn uniformly from ``[low, high)``, in ``x``'s dtype and device.
+
+    With ``generator=None`` the draws come from torch's global stream, as
+    Captum's default perturbation draws them; the robustness metrics pass
+    their own seeded generator.
+
+    Example:
+        >>> import torch
+        >>> from attribuo.metrics.sensitivity import uniform_noise
+        >>> noisy = uniform_noise(torch.zeros(2, 3), 0.1, 0.2)
+        >>> bool(((noisy >= 0.1) & (noisy < 0.2)).all())
+        True
+    """
+    return x + torch.empty(x.shape, dtype=x.dtype, device=x.device).uniform_(low, high, generator=generator)
 
 
 def _takes_radius(func: Callable) -> bool:
