@@ -28,17 +28,23 @@ from .cam import (
     XGradCam,
 )
 from .gradient import (
+    IDGI,
+    BlurIntegratedGradients,
     Deconvolution,
     DeepLift,
     DeepLiftShap,
     GradientShap,
     GuidedBackprop,
+    GuidedIntegratedGradients,
     InputXGradient,
     IntegratedGradients,
     NoiseTunnel,
+    NonUniformIntegratedGradients,
     Saliency,
 )
 from .layer import (
+    ActivationPatching,
+    AttributionPatching,
     InternalInfluence,
     LayerActivation,
     LayerConductance,
@@ -71,8 +77,10 @@ from .perturbation import (
     Lime,
     LimeBase,
     Occlusion,
+    PartitionShap,
     ShapleyValues,
     ShapleyValueSampling,
+    SobolAttribution,
 )
 from .relevance import LRP, AttnLRP, LayerAttnLRP
 from .text import (
@@ -111,6 +119,14 @@ from .utils import (
 )
 
 __all__ = [
+    "IDGI",
+    "GuidedIntegratedGradients",
+    "BlurIntegratedGradients",
+    "NonUniformIntegratedGradients",
+    "ActivationPatching",
+    "AttributionPatching",
+    "PartitionShap",
+    "SobolAttribution",
     "AttentionFlow",
     "AttentionRelevance",
     "AttentionRollout",

@@ -7,6 +7,7 @@ at the layer (:func:`attribuo._engine.sites.site_gradients`).
 """
 
 from .activation import LayerActivation, LayerGradientXActivation
+from .attribution_patching import ActivationPatching, AttributionPatching
 from .deeplift import LayerDeepLift, LayerDeepLiftShap
 from .gradient_shap import LayerGradientShap, LayerInputBaselineXGradient
 from .lrp import LayerLRP
@@ -14,6 +15,8 @@ from .path_integrals import InternalInfluence, LayerConductance, LayerIntegrated
 from .perturbation import LayerFeatureAblation, LayerFeaturePermutation
 
 __all__ = [
+    "ActivationPatching",
+    "AttributionPatching",
     "InternalInfluence",
     "LayerActivation",
     "LayerConductance",

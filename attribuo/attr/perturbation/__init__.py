@@ -4,7 +4,9 @@ Every method here generates masks (which features a perturbed copy changes)
 and hands them to the engine's one vectorised loop (:mod:`attribuo._engine.perturb`):
 FeatureAblation, FeaturePermutation, Occlusion, ShapleyValueSampling,
 ShapleyValues, Lime / LimeBase and KernelShap (with the surrogate models of
-:mod:`.linear_models`), and DataLoaderAttribution for whole data loaders.
+:mod:`.linear_models`), PartitionShap (Owen values over a feature
+hierarchy), SobolAttribution (total Sobol indices of grid masks), and
+DataLoaderAttribution for whole data loaders.
 """
 
 from .dataloader_attr import DataLoaderAttribution, InputRole
@@ -13,7 +15,9 @@ from .feature_permutation import FeaturePermutation
 from .kernel_shap import KernelShap
 from .lime import Lime, LimeBase
 from .occlusion import Occlusion
+from .partition_shap import PartitionShap
 from .shapley import ShapleyValues, ShapleyValueSampling
+from .sobol import SobolAttribution
 
 __all__ = [
     "DataLoaderAttribution",
@@ -24,6 +28,8 @@ __all__ = [
     "Lime",
     "LimeBase",
     "Occlusion",
+    "PartitionShap",
     "ShapleyValueSampling",
+    "SobolAttribution",
     "ShapleyValues",
 ]
