@@ -29,6 +29,7 @@ from .cam import (
 )
 from .gradient import (
     IDGI,
+    XRAI,
     BlurIntegratedGradients,
     Deconvolution,
     DeepLift,
@@ -69,6 +70,7 @@ from .neuron import (
     NeuronIntegratedGradients,
 )
 from .perturbation import (
+    RISE,
     DataLoaderAttribution,
     FeatureAblation,
     FeaturePermutation,
@@ -119,6 +121,8 @@ from .utils import (
 )
 
 __all__ = [
+    "RISE",
+    "XRAI",
     "IDGI",
     "GuidedIntegratedGradients",
     "BlurIntegratedGradients",

@@ -80,6 +80,8 @@ REGISTRY = {
                                      feature_mask=QUADRANTS),
     "ShapleyValues": _primary(A.ShapleyValues, target=1, feature_mask=QUADRANTS),
     "PartitionShap": _primary(A.PartitionShap, target=1, feature_mask=QUADRANTS),
+    "RISE": _primary(A.RISE, target=0, n_masks=8, seed=0),
+    "XRAI": _primary(A.XRAI, target=0, n_steps=4),
     "SobolAttribution": _primary(A.SobolAttribution, target=1, grid_size=2, nb_design=8, seed=0),
     "Lime": _primary(A.Lime, target=1, n_samples=10, feature_mask=QUADRANTS),
     "KernelShap": _primary(A.KernelShap, target=1, n_samples=10, feature_mask=QUADRANTS),

@@ -4,7 +4,8 @@ Saliency, InputXGradient, GuidedBackprop, Deconvolution, IntegratedGradients,
 GradientShap, NoiseTunnel (any method averaged over noisy inputs), DeepLift
 and DeepLiftShap (with their Rescale rules in :mod:`.deeplift_rules`); the
 path variants IDGI, GuidedIntegratedGradients, BlurIntegratedGradients and
-NonUniformIntegratedGradients.
+NonUniformIntegratedGradients; XRAI (regions ranked by their
+Integrated Gradients density).
 """
 
 from .blur_ig import BlurIntegratedGradients
@@ -18,6 +19,7 @@ from .integrated_gradients import IntegratedGradients
 from .noise_tunnel import NoiseTunnel
 from .path_sampling import NonUniformIntegratedGradients
 from .saliency import Saliency
+from .xrai import XRAI
 
 __all__ = [
     "BlurIntegratedGradients",
@@ -34,4 +36,5 @@ __all__ = [
     "NoiseTunnel",
     "NonUniformIntegratedGradients",
     "Saliency",
+    "XRAI",
 ]

@@ -5,7 +5,7 @@ and hands them to the engine's one vectorised loop (:mod:`attribuo._engine.pertu
 FeatureAblation, FeaturePermutation, Occlusion, ShapleyValueSampling,
 ShapleyValues, Lime / LimeBase and KernelShap (with the surrogate models of
 :mod:`.linear_models`), PartitionShap (Owen values over a feature
-hierarchy), SobolAttribution (total Sobol indices of grid masks), and
+hierarchy), RISE (random masks), SobolAttribution (total Sobol indices of grid masks), and
 DataLoaderAttribution for whole data loaders.
 """
 
@@ -16,6 +16,7 @@ from .kernel_shap import KernelShap
 from .lime import Lime, LimeBase
 from .occlusion import Occlusion
 from .partition_shap import PartitionShap
+from .rise import RISE
 from .shapley import ShapleyValues, ShapleyValueSampling
 from .sobol import SobolAttribution
 
@@ -29,6 +30,7 @@ __all__ = [
     "LimeBase",
     "Occlusion",
     "PartitionShap",
+    "RISE",
     "ShapleyValueSampling",
     "SobolAttribution",
     "ShapleyValues",
