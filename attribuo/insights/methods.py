@@ -330,6 +330,32 @@ METHODS: tuple[MethodSpec, ...] = (
                "NoiseTunnel", _NT + (Param("n_steps", "int", 10, minimum=2, maximum=100,
                                            help="steps of the path integral"),),
                wraps="IntegratedGradients"),
+    MethodSpec("IDGI", "IDGI", "IDGI", (
+        Param("n_steps", "int", 25, minimum=2, maximum=300, help="steps of the path"),)),
+    MethodSpec("GuidedIntegratedGradients", "Guided Integrated Gradients", "GuidedIntegratedGradients", (
+        Param("n_steps", "int", 50, minimum=2, maximum=300, help="steps of the adaptive path"),
+        Param("fraction", "float", 0.25, minimum=0.01, maximum=1.0,
+              help="share of features moved at each step"),
+    )),
+    MethodSpec("BlurIntegratedGradients", "Blur Integrated Gradients", "BlurIntegratedGradients", (
+        Param("n_steps", "int", 25, minimum=2, maximum=300, help="steps in scale space"),
+        Param("max_sigma", "float", 50.0, minimum=0.1, maximum=500.0,
+              help="blur of the path's start (Gaussian sigma, pixels)"),
+    )),
+    MethodSpec("XRAI", "XRAI (regions)", "XRAI", (
+        Param("n_steps", "int", 25, minimum=2, maximum=300,
+              help="steps of the Integrated Gradients it ranks regions by"),)),
+    MethodSpec("RISE", "RISE (random masks)", "RISE", (
+        Param("n_masks", "int", 1000, minimum=10, maximum=8000, help="random masks"),
+        Param("grid_size", "int", 7, minimum=2, maximum=32, help="cells per side of a mask"),
+        Param("seed", "int", 0, minimum=0, maximum=2**31 - 1, help="seed of the masks"),
+    )),
+    MethodSpec("SobolAttribution", "Sobol attribution", "SobolAttribution", (
+        Param("grid_size", "int", 4, minimum=2, maximum=11, help="cells per side of the grid"),
+        Param("nb_design", "int", 32, minimum=2, maximum=256, help="quasi-Monte-Carlo designs"),
+    )),
+    MethodSpec("PartitionShap", "Partition SHAP (Owen values)", "PartitionShap", (
+        Param("max_evals", "int", 500, minimum=3, maximum=5000, help="model evaluations per example"),)),
     MethodSpec("AttnLRP", "AttnLRP (transformers)", "AttnLRP", **_TRANSFORMER),
     MethodSpec("AttentionRelevance", "Chefer relevance (transformers)", "AttentionRelevance",
                **_TRANSFORMER),

@@ -146,8 +146,16 @@ def _evaluations_of(method: str, args: dict[str, Any], shapes: list[tuple[int, .
     if method.startswith("NoiseTunnel["):
         inner = method[len("NoiseTunnel["):-1]
         return args.get("nt_samples", 1) * _evaluations_of(inner, args, shapes)
-    if method == "IntegratedGradients":
+    if method in ("IntegratedGradients", "IDGI", "GuidedIntegratedGradients", "BlurIntegratedGradients"):
         return args.get("n_steps", 50)
+    if method == "XRAI":  # IG from a black and a white baseline
+        return 2 * args.get("n_steps", 50)
+    if method == "RISE":
+        return args.get("n_masks", 4000)
+    if method == "SobolAttribution":
+        return args.get("nb_design", 32) * (args.get("grid_size", 8) ** 2 + 2)
+    if method == "PartitionShap":
+        return args.get("max_evals", 500)
     if method == "GradientShap":
         return args.get("n_samples", 5)
     if method == "FeatureAblation":

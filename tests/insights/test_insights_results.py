@@ -221,6 +221,10 @@ def test_cost_estimates_follow_the_method_and_its_arguments():
     assert fetch(method="Occlusion", num_examples=1, model=0) == 50
     assert vis.estimate_cost("attribute", {"method": "FeatureAblation", "examples": [{"id": 0}],
                                            "model": 0}) == 65
+    # the newer methods are heavy by their own counts, never taken for one gradient
+    assert fetch(method="RISE", arguments={"n_masks": 500}, num_examples=1, model=0) == 500
+    assert fetch(method="XRAI", arguments={"n_steps": 10}, num_examples=1, model=0) == 20
+    assert fetch(method="SobolAttribution", num_examples=1, model=0) == 32 * 18
     with pytest.raises(RequestError, match="n_steps"):
         fetch(method="IntegratedGradients", arguments={"n_steps": 1})
     with pytest.raises(RequestError, match="kind"):

@@ -196,12 +196,12 @@ class SobolAttribution(PerturbationAttribution):
     def attribute(
         self,
         inputs: TensorOrTuple,
+        baselines: Any = 0,
         target: Any = None,
         additional_forward_args: Any = None,
         grid_size: int = 8,
         nb_design: int = 32,
         perturbation: str = "inpainting",
-        baselines: Any = 0,
         batch_size: int | None = None,
         seed: int | None = None,
     ) -> TensorOrTuple:
