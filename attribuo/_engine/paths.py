@@ -98,17 +98,34 @@ def path_chunks(
     The path runs from ``starts`` to ``call.inputs``; the points of a chunk
     are stacked step-major, with the target and batched arguments expanded
     to match, and are fresh leaves that require grad when ``differentiable``.
-    A chunk holds ``internal_batch_size // batch`` steps (at least one) when
-    given, else as many as fit the memory budgets: of inputs, and of the
-    activations a probe forward of ``forward_func`` shows a step costs.
+    Chunks as :func:`point_chunks`.
     """
-    size = chunk_size(
-        len(alphas), bytes_per_copy(call.inputs), examples=internal_batch_size, batch=call.batch
-    )
+    return point_chunks(forward_func, call, len(alphas),
+                        lambda lo, hi: path_points(starts, call.inputs, alphas[lo:hi]),
+                        internal_batch_size, differentiable)
+
+
+def point_chunks(
+    forward_func: Callable,
+    call: Call,
+    count: int,
+    make_points: Callable[[int, int], tuple[Tensor, ...]],
+    internal_batch_size: int | None = None,
+    differentiable: bool = True,
+) -> Iterator[tuple[int, int, Call]]:
+    """``(lo, hi, points)``: the call on the points ``make_points(lo, hi)`` of steps ``lo:hi`` of any path.
+
+    ``make_points`` stacks the points of its steps step-major (straight
+    paths, per-example step grids, blur paths). A chunk holds
+    ``internal_batch_size // batch`` steps (at least one) when given, else as
+    many as fit the memory budgets: of inputs, and of the activations a
+    probe forward of ``forward_func`` shows a step costs.
+    """
+    size = chunk_size(count, bytes_per_copy(call.inputs), examples=internal_batch_size, batch=call.batch)
     if internal_batch_size is None and size > 1:
         size = capped_by_activations(size, remembered_activation_bytes(forward_func, call.inputs, call.args, grad=True))
-    for lo, hi in chunk_ranges(len(alphas), size):
-        points = path_points(starts, call.inputs, alphas[lo:hi])
+    for lo, hi in chunk_ranges(count, size):
+        points = make_points(lo, hi)
         if differentiable:
             points = grad_ready(points)
         yield lo, hi, call.expanded(hi - lo, inputs=points)

@@ -121,7 +121,9 @@ class AttributionVisualizer:
         progress.start(plan.count * len(plan.models))
         found = self._find_examples(plan, progress)
         progress.start(len(found) * len(plan.models))
-        return [self._explain(ident, example, plan, plan.target, progress) for ident, example in found]
+        # the filter already scored each example with the first model: not run again
+        return [self._explain(ident, example, plan, plan.target, progress, {plan.models[0]: top})
+                for ident, example, top in found]
 
     def attribute(self, request: dict[str, Any], progress: Progress | None = None) -> list[dict[str, Any]]:
         """Attribute examples already shown again, with another method, models or target.
@@ -236,19 +238,21 @@ class AttributionVisualizer:
                                    f"{self.model_names[index]!r} is not one")
         return plan
 
-    def _find_examples(self, plan: Plan, progress: Progress) -> list[tuple[int, Example]]:
+    def _find_examples(self, plan: Plan, progress: Progress) -> list[tuple[int, Example, list]]:
+        """``(id, example, its top classes by the first model)`` of the examples that pass."""
         model = self.models[plan.models[0]]
         found = []
         with self._store.lock:  # one request walks the dataset at a time
             for example in self._store.scan():
                 progress.check()
-                top = self._scores(model, example)[0]["index"]
+                predicted = self._scores(model, example)
+                top = predicted[0]["index"]
                 if plan.classes and top not in plan.classes:
                     continue
                 if plan.prediction != "all" and example.label is not None:
                     if (top == example.label) != (plan.prediction == "correct"):
                         continue
-                found.append((self._store.remember(example), example))
+                found.append((self._store.remember(example), example, predicted))
                 if len(found) == plan.count:
                     break
         return found
@@ -276,7 +280,7 @@ class AttributionVisualizer:
         ]
 
     def _explain(self, ident: int, example: Example, plan: Plan, target: str | int,
-                 progress: Progress) -> dict[str, Any]:
+                 progress: Progress, known: dict[int, list] | None = None) -> dict[str, Any]:
         """One example attributed by each model of the plan (one result per model)."""
         actual = None
         if example.label is not None and 0 <= example.label < len(self.classes):
@@ -284,18 +288,22 @@ class AttributionVisualizer:
         results = []
         for model_index in plan.models:
             progress.check()
-            results.append(self._result(ident, example, model_index, plan, target, actual, progress))
+            predicted = (known or {}).get(model_index)
+            results.append(self._result(ident, example, model_index, plan, target, actual, progress,
+                                        predicted))
             progress.advance()
         first = results[0]
         return {"id": ident, "actual": actual, "results": results,
                 **{k: first[k] for k in ("predicted", "target", "model", "method", "features")}}
 
     def _result(self, ident: int, example: Example, model_index: int, plan: Plan,
-                target: str | int, actual: dict | None, progress: Progress) -> dict[str, Any]:
+                target: str | int, actual: dict | None, progress: Progress,
+                predicted: list | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         model = self.models[model_index]
         example = example.on_device_of(model)
-        predicted = self._scores(model, example)
+        if predicted is None:
+            predicted = self._scores(model, example)
         if target == "label" and actual is not None:
             chosen = {"index": actual["index"], "label": actual["label"], "kind": "label"}
         elif isinstance(target, int):

@@ -296,6 +296,41 @@ def prepared_attributions(
     return call, normalise_rows(call.flat_attributions(), normalise, absolute)
 
 
+def check_flag(value: Any, name: str, what: str) -> bool:
+    """``value`` if it is a bool; :class:`ArgumentTypeError` naming ``what`` otherwise."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name}: `{what}` must be True or False, got {value!r}")
+    return value
+
+
+def check_number(value: Any, name: str, what: str, low: float | None = None) -> float:
+    """``value`` as a float if it is a (non-bool) number, at least ``low`` when given."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (low is not None and value < low):
+        bound = "" if low is None else f" >= {low}"
+        raise ArgumentValueError(f"{name}: `{what}` must be a number{bound}, got {value!r}")
+    return float(value)
+
+
+def scored_call(
+    name: str, forward_func: Callable, inputs: Any, attributions: Any, target: Any,
+    additional_forward_args: Any, explain_kwargs: dict | None, max_examples_per_batch: int | None,
+    absolute: bool, softmax: bool, normalise: bool | str = False,
+) -> tuple[MetricCall, Tensor]:
+    """The call the perturbation metrics score, and its ``(N, F)`` float64 attributions.
+
+    The attributions are prepared as :func:`prepared_attributions` does; the
+    call evaluates ``max_examples_per_batch`` examples per forward at most
+    and, with ``softmax``, scores the softmax of the output.
+    """
+    call, a = prepared_attributions(name, forward_func, inputs, attributions, target,
+                                    additional_forward_args, explain_kwargs, normalise,
+                                    check_flag(absolute, name, "abs"))
+    call.max_examples_per_batch = max_examples_per_batch
+    if check_flag(softmax, name, "softmax"):
+        call.forward_func = softmaxed(call.forward_func)
+    return call, a
+
+
 def _no_model(forward_func: Any) -> Callable:
     """Metrics of the attributions alone accept ``forward_func=None`` when given a tensor."""
     return forward_func if forward_func is not None else _unused_model

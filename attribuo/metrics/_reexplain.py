@@ -29,25 +29,12 @@ from .._engine.batching import (
 from .._engine.call import Call
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.model_outputs import logits_of
-from ._common import generator, normalise_rows
+from ._common import check_flag, check_number, generator, normalise_rows
 from .randomisation import _Reexplain
 from .sensitivity import uniform_noise
 
 Perturb = Callable[[Tensor], Tensor]
 _NORMS = {"fro": 2.0, "l2": 2.0, "l1": 1.0, "linf": math.inf}
-
-
-def check_flag(value: Any, name: str, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name}: `{what}` must be True or False, got {value!r}")
-    return value
-
-
-def check_number(value: Any, name: str, what: str, low: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (low is not None and value < low):
-        bound = "" if low is None else f" >= {low}"
-        raise ArgumentValueError(f"{name}: `{what}` must be a number{bound}, got {value!r}")
-    return float(value)
 
 
 def norm_rows(spec: Any, name: str, what: str) -> Callable[[Tensor], Tensor]:

@@ -27,25 +27,20 @@ from torch import Tensor, nn
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import positive_int
-from ._common import baseline_fill, generator, prepared_attributions, softmaxed
-from ._reexplain import Reexplained, check_flag, check_number
+from ._common import baseline_fill, check_flag, check_number, generator, scored_call
+from ._reexplain import Reexplained
 
 
 def _prepared(name: str, forward_func: Callable, inputs: Any, attributions: Any, target: Any,
               additional_forward_args: Any, explain_kwargs: dict | None, normalise: bool, abs: bool,
               softmax: bool, max_examples_per_batch: int | None) -> tuple[Any, Tensor]:
     check_flag(normalise, name, "normalise")
-    check_flag(abs, name, "abs")
-    check_flag(softmax, name, "softmax")
     if max_examples_per_batch is not None:
         positive_int(max_examples_per_batch, "max_examples_per_batch")
-    call, a = prepared_attributions(name, forward_func, inputs, attributions, target, additional_forward_args,
-                                    explain_kwargs, normalise, abs)
+    call, a = scored_call(name, forward_func, inputs, attributions, target, additional_forward_args,
+                          explain_kwargs, max_examples_per_batch, abs, softmax, normalise)
     if not call.x.is_floating_point():
         raise ArgumentTypeError(f"{name}: `inputs` must be floating point to perturb them, got {call.x.dtype}")
-    call.max_examples_per_batch = max_examples_per_batch
-    if softmax:
-        call.forward_func = softmaxed(call.forward_func)
     return call, a
 
 

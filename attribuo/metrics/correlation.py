@@ -60,8 +60,7 @@ from ._common import (
     MetricCall,
     baseline_fill,
     generator,
-    prepared_attributions,
-    softmaxed,
+    scored_call,
 )
 from .randomization import spearman_correlation
 
@@ -70,13 +69,8 @@ def _prepare(name: str, forward_func: Callable, inputs: Any, attributions: Any, 
              additional_forward_args: Any, explain_kwargs: dict | None, absolute: bool,
              max_examples_per_batch: int | None, softmax: bool = False) -> tuple[MetricCall, Tensor]:
     """The checked call (scoring probabilities with ``softmax``) and its ``(N, F)`` float64 attributions."""
-    call, a = prepared_attributions(name, forward_func, inputs, attributions, target,
-                                    additional_forward_args, explain_kwargs, False, absolute)
-    call.max_examples_per_batch = max_examples_per_batch
-    if not isinstance(softmax, bool):
-        raise ArgumentTypeError(f"{name}: `softmax` must be True or False, got {softmax!r}")
-    if softmax:
-        call.forward_func = softmaxed(call.forward_func)
+    call, a = scored_call(name, forward_func, inputs, attributions, target, additional_forward_args,
+                          explain_kwargs, max_examples_per_batch, absolute, softmax)
     if a.shape[1] == 0:
         raise ArgumentValueError(f"{name}: `inputs` have no features")
     return call, a

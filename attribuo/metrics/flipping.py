@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import positive_int
-from ._common import MetricCall, baseline_fill, generator, prepared_attributions, softmaxed
+from ._common import MetricCall, baseline_fill, check_flag, generator, scored_call
 from .faithfulness import _order_ranks, _removal_scores
 
 _ORDERS = ("morf", "lerf", "random")
@@ -58,13 +58,8 @@ def prepare(
     """
     if attributions is None:
         raise ArgumentTypeError(f"{name}: `attributions` must be a tensor or an attribution method, got None")
-    mc, scores = prepared_attributions(name, forward_func, inputs, attributions, target,
-                                       additional_forward_args, explain_kwargs, False,
-                                       _flag(abs, name, "abs"))
-    mc.max_examples_per_batch = max_examples_per_batch
-    if _flag(softmax, name, "softmax"):
-        mc.forward_func = softmaxed(mc.forward_func)
-    return mc, scores
+    return scored_call(name, forward_func, inputs, attributions, target, additional_forward_args,
+                       explain_kwargs, max_examples_per_batch, abs, softmax)
 
 
 def order_ranks(scores: Tensor, order: str, gen: torch.Generator | None, name: str) -> Tensor:
@@ -129,12 +124,6 @@ def _area(curves: Tensor, return_curves: bool) -> Tensor | tuple[Tensor, Tensor]
     return (area, curves) if return_curves else area
 
 
-def _flag(value: Any, name: str, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name}: `{what}` must be True or False, got {value!r}")
-    return value
-
-
 def pixel_flipping(
     forward_func: Callable,
     inputs: Tensor,
@@ -186,7 +175,7 @@ def pixel_flipping(
     n_steps = -(-f // step)
     counts = (torch.arange(1, n_steps + 1) * step).clamp(max=f)
     curves = removal_curve(mc, elem_ranks, counts, perturb_baseline, gen)
-    return _area(curves, _flag(return_curves, name, "return_curves"))
+    return _area(curves, check_flag(return_curves, name, "return_curves"))
 
 
 def _patch_ranks(
@@ -292,7 +281,7 @@ def region_perturbation(
     curves = _patch_curves("region_perturbation", forward_func, inputs, attributions, target,
                            additional_forward_args, patch_size, order, limit, perturb_baseline, abs,
                            softmax, explain_kwargs, max_examples_per_batch, seed)
-    return _area(curves, _flag(return_curves, "region_perturbation", "return_curves"))
+    return _area(curves, check_flag(return_curves, "region_perturbation", "return_curves"))
 
 
 def selectivity(
@@ -330,7 +319,7 @@ def selectivity(
     curves = _patch_curves("selectivity", forward_func, inputs, attributions, target,
                            additional_forward_args, patch_size, "morf", None, perturb_baseline, abs,
                            softmax, explain_kwargs, max_examples_per_batch, seed)
-    return _area(curves, _flag(return_curves, "selectivity", "return_curves"))
+    return _area(curves, check_flag(return_curves, "selectivity", "return_curves"))
 
 
 def superpixels(inputs: Tensor, segmentation_method: str = "slic") -> Tensor:
@@ -460,4 +449,4 @@ def irof(
     last = kept.gather(1, (count - 1)[:, None])[:, 0]
     area = kept.sum(1) - (kept[:, 0] + last) / 2
     aoc = count.to(torch.float64) - area
-    return (aoc, curves) if _flag(return_curves, name, "return_curves") else aoc
+    return (aoc, curves) if check_flag(return_curves, name, "return_curves") else aoc

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
-from ._common import generator, metric_call, per_example_targets
+from ._common import check_flag, generator, metric_call, per_example_targets
 from .flipping import order_ranks, prepare
 
 # (row offset, column offset, weight) of the eight neighbours; the weights sum to 1
@@ -217,8 +217,7 @@ def road(
     pct = _percentages(percentages)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
         raise ArgumentValueError(f"{name}: `noise` must be a number >= 0, got {noise!r}")
-    if not isinstance(return_curves, bool):
-        raise ArgumentTypeError(f"{name}: `return_curves` must be True or False, got {return_curves!r}")
+    check_flag(return_curves, name, "return_curves")
     gen = generator(seed, x.device)
     pixel_scores = scores.view(n, -1, h * w).sum(1)
     ranks = order_ranks(pixel_scores, order, gen, name)

@@ -47,11 +47,9 @@ from torch import Tensor, nn
 
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import positive_int
-from ._common import per_example_targets
+from ._common import check_flag, check_number, per_example_targets
 from ._reexplain import (
     Reexplained,
-    check_flag,
-    check_number,
     flat_copies,
     nan_where_changed,
     noise_func,

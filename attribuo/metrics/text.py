@@ -45,7 +45,7 @@ from torch import Tensor
 from .._engine.errors import ArgumentTypeError, ArgumentValueError
 from .._engine.inputs import positive_int
 from .._engine.model_outputs import _accepts, logits_of
-from ._common import MetricCall, metric_call, resolve_attributions
+from ._common import MetricCall, check_flag, metric_call, resolve_attributions
 
 ERASER_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
@@ -155,8 +155,7 @@ def _setup(name: str, forward_func: Callable, inputs: Any, attributions: Any, ta
         raise ArgumentTypeError(f"{name}: deletion='replace' needs `mask_token_id` (an int), got {mask_token_id!r}")
     if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int):
         raise ArgumentTypeError(f"{name}: `pad_token_id` must be an int, got {pad_token_id!r}")
-    if not isinstance(softmax, bool):
-        raise ArgumentTypeError(f"{name}: `softmax` must be True or False, got {softmax!r}")
+    check_flag(softmax, name, "softmax")
     mask = _binary(attention_mask, shape, "attention_mask", ids.device)
     special = _binary(special_tokens_mask, shape, "special_tokens_mask", ids.device)
     if mask is not None and bool((ids < 0).any()):

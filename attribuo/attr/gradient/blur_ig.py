@@ -11,9 +11,10 @@ from torch import Tensor
 from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.inputs import positive_int
+from ..._engine.paths import point_chunks
 from ..base import GradientAttribution
 from .idgi import IdgiSum, idgi_steps
-from .path_sampling import grid_chunks, output_values, sampled_grid
+from .path_sampling import output_values, sampled_grid
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 # scipy.ndimage's names for how an image continues past its border
@@ -143,7 +144,7 @@ def blur_ig(
     def make(lo: int, hi: int) -> tuple[Tensor, ...]:
         return tuple(blurred(x, at[lo:hi], padding).reshape((-1,) + x.shape[1:]) for x in call.inputs)
 
-    chunks = grid_chunks(forward_func, call, count, make, internal_batch_size)
+    chunks = point_chunks(forward_func, call, count, make, internal_batch_size)
     if idgi:
         summed = IdgiSum(call.inputs)
         idgi_steps(forward_func, chunks, n, summed)
@@ -243,7 +244,7 @@ class BlurIntegratedGradients(GradientAttribution):
                 at = times[:, lo:hi].T * max_sigma
                 return tuple(blurred(x, at, padding).reshape((-1,) + x.shape[1:]) for x in call.inputs)
 
-            return grid_chunks(self.forward_func, call, times.shape[1], make, internal_batch_size, differentiable)
+            return point_chunks(self.forward_func, call, times.shape[1], make, internal_batch_size, differentiable)
 
         grid = sampled_grid(self.forward_func, call, step_sampling, n_steps, n_probes, chunks)
         sigmas = grid * max_sigma

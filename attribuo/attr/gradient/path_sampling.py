@@ -21,7 +21,7 @@ gives the path methods of this family three ways to place their steps:
 :class:`NonUniformIntegratedGradients` is integrated gradients on such
 steps: Gauss-Legendre nodes inside every probed interval for
 ``"adaptive"``, the midpoint of every interval of a grid, or user-given
-points and weights. The helpers (:func:`grid_chunks`,
+points and weights. The helpers (:func:`attribuo._engine.paths.point_chunks`,
 :func:`values_and_gradients`, :func:`path_outputs`) are shared by IDGI,
 Guided IG and Blur IG, which take the grids.
 """
@@ -35,49 +35,17 @@ import torch
 from torch import Tensor
 
 from ..._engine.baselines import full_baselines
-from ..._engine.batching import (
-    bytes_per_copy,
-    capped_by_activations,
-    chunk_ranges,
-    chunk_size,
-    remembered_activation_bytes,
-)
 from ..._engine.call import Call, parse_call
 from ..._engine.errors import ArgumentTypeError, ArgumentValueError
 from ..._engine.forward import scalar_per_example
-from ..._engine.inputs import grad_ready, positive_int
-from ..._engine.paths import integrate_path_gradients, path_chunks, path_weights
+from ..._engine.inputs import positive_int
+from ..._engine.paths import integrate_path_gradients, path_chunks, path_weights, point_chunks
 from ..base import GradientAttribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 # (lo, hi) -> the path's points at steps lo:hi, stacked step-major: (hi - lo) * batch rows
 PointMaker = Callable[[int, int], tuple[Tensor, ...]]
 Chunks = Iterator[tuple[int, int, Call]]
-
-
-def grid_chunks(
-    forward_func: Callable,
-    call: Call,
-    count: int,
-    make_points: PointMaker,
-    internal_batch_size: int | None = None,
-    differentiable: bool = True,
-) -> Chunks:
-    """``(lo, hi, points)``: the call on the points of steps ``lo:hi`` of any path.
-
-    The chunking of :func:`attribuo._engine.paths.path_chunks` (the same
-    budgets of inputs and of a probe forward's activations, the same
-    ``internal_batch_size`` rule) for paths that are not one straight line
-    shared by the batch: per-example step grids, blur paths.
-    """
-    size = chunk_size(count, bytes_per_copy(call.inputs), examples=internal_batch_size, batch=call.batch)
-    if internal_batch_size is None and size > 1:
-        size = capped_by_activations(size, remembered_activation_bytes(forward_func, call.inputs, call.args, grad=True))
-    for lo, hi in chunk_ranges(count, size):
-        points = make_points(lo, hi)
-        if differentiable:
-            points = grad_ready(points)
-        yield lo, hi, call.expanded(hi - lo, inputs=points)
 
 
 def straight_chunks(
@@ -104,7 +72,7 @@ def straight_chunks(
             points.append((s.unsqueeze(0) + t * (e - s).unsqueeze(0)).reshape((-1,) + e.shape[1:]))
         return tuple(points)
 
-    yield from grid_chunks(forward_func, call, times.shape[1], make, internal_batch_size, differentiable)
+    yield from point_chunks(forward_func, call, times.shape[1], make, internal_batch_size, differentiable)
 
 
 def per_example_values(selected: Tensor, batch: int) -> Tensor:
